@@ -1,0 +1,141 @@
+"""The engine: a completion request in, ranked drafts out, reusing the KV cache across requests."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from decoding.prompt import Prompt, build_prompt
+from decoding.sampling import Budget, Draft, decode_draft
+from decoding.settings import Settings
+from decoding.stopping import StopRules, resolve_mode
+from models.loading import LoadedModel
+from monitors.healing import HealingMonitor
+from monitors.vocab import VocabIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    """A document, a cursor (character offset into `text`) and the settings to use."""
+
+    text: str
+    offset: int
+    path: str | None = None
+    workspace: str | None = None
+    settings: Settings = field(default_factory=Settings)
+
+
+@dataclass
+class CompletionResult:
+    """Ranked, distinct drafts and where the time went."""
+
+    drafts: list[Draft]
+    timings: dict[str, float]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two id lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+class Engine:
+    """Runs completion requests on one loaded model; thread-safe (one request at a time)."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.backend = loaded.backend
+        self.tok = loaded.tokenizer
+        self.vocab = VocabIndex(self.tok.hf, loaded.backend.config.vocab_size)
+        self.cached: list[int] = []  # the token ids whose K/V the backend holds
+        self.lock = threading.Lock()
+        self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0}
+
+    def _prefill(self, ids: list[int], reuse: bool) -> tuple[torch.Tensor, int]:
+        """Bring the cache to `ids`, computing only what differs; logits [V] and tokens reused."""
+        keep = common_prefix(self.cached, ids) if reuse else 0
+        keep = min(keep, len(ids) - 1)  # the last prompt token must run to give logits
+        if self.backend.batch != 1:
+            self.backend.reset(1)
+            keep = 0
+        self.backend.truncate(keep)
+        self.cached = self.cached[:keep]
+        logits = self.backend.prefill(torch.tensor([ids[keep:]]))[0, -1]
+        self.cached = list(ids)
+        return logits, keep
+
+    def complete(self, req: CompletionRequest, cancelled: Callable[[], bool] = lambda: False) -> CompletionResult:
+        """Drafts for the request, best first."""
+        with self.lock:
+            return self._complete(req, cancelled)
+
+    def _complete(self, req: CompletionRequest, cancelled: Callable[[], bool]) -> CompletionResult:
+        s = req.settings
+        t0 = time.perf_counter()
+        prompt = build_prompt(self.tok, req.text, req.offset, s.context_tokens, self.loaded.fim)
+        t_prompt = time.perf_counter()
+        logits, reused = self._prefill(prompt.ids, s.kv_reuse)
+        t_prefill = time.perf_counter()
+        line_prefix = prompt.prefix[prompt.prefix.rfind("\n") + 1 :]
+        rules = StopRules(resolve_mode(s.mode, line_prefix), line_prefix, prompt.suffix)
+        eos = set(self.tok.eos_ids)
+        if self.loaded.fim is not None:
+            eos |= self.loaded.fim.stop_ids(self.tok)
+        healer = HealingMonitor(self.vocab, prompt.heal.encode())
+        budget = Budget(s.max_new_tokens, t0 + s.time_budget_ms / 1000, cancelled)
+        drafts: list[Draft] = []
+        for i in range(s.drafts):
+            if cancelled():
+                break
+            sampled = s.decoder == "sampling" or i > 0
+            gen = torch.Generator().manual_seed(s.seed + i) if sampled else None
+            draft = decode_draft(
+                self.backend, logits, self.vocab, [healer.fork()], rules, prompt.heal.encode(), eos, budget,
+                temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
+            )
+            self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
+            drafts.append(draft)
+        ranked = rank(drafts)
+        t_end = time.perf_counter()
+        n_tokens = sum(len(d.token_ids) for d in drafts)
+        decode_ms = (t_end - t_prefill) * 1000
+        self.stats["requests"] += 1
+        self.stats["reused_tokens"] += reused
+        self.stats["prefill_tokens"] += len(prompt.ids) - reused
+        timings = {
+            "total_ms": (t_end - t0) * 1000,
+            "prompt_ms": (t_prompt - t0) * 1000,
+            "prefill_ms": (t_prefill - t_prompt) * 1000,
+            "decode_ms": decode_ms,
+            "prompt_tokens": len(prompt.ids),
+            "reused_tokens": reused,
+            "prefilled_tokens": len(prompt.ids) - reused,
+            "generated_tokens": n_tokens,
+            "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
+        }
+        return CompletionResult(ranked, timings)
+
+    def prompt_for(self, req: CompletionRequest) -> Prompt:
+        """The prompt a request would use (for inspection and tests)."""
+        return build_prompt(self.tok, req.text, req.offset, req.settings.context_tokens, self.loaded.fim)
+
+
+def rank(drafts: list[Draft]) -> list[Draft]:
+    """Distinct non-empty drafts: the first (greedy) draft leads, the rest by score."""
+    seen: set[str] = set()
+    out: list[Draft] = []
+    for d in drafts[:1] + sorted(drafts[1:], key=lambda d: d.score, reverse=True):
+        if d.text.strip() and d.text not in seen:
+            seen.add(d.text)
+            out.append(d)
+    return out

@@ -1,0 +1,127 @@
+"""Greedy and sampled decoding of one draft, with monitors and stopping rules."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from decoding.stopping import StopRules
+from models.backend import Backend
+from monitors.base import Monitor
+from monitors.vocab import VocabIndex
+
+
+@dataclass
+class Draft:
+    """One suggestion: the text to insert at the cursor, with its tokens and stats."""
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stop_reason: str = ""
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        """Mean token log-probability (0 for an empty draft)."""
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits on one draft."""
+
+    max_new_tokens: int
+    deadline: float  # time.perf_counter() value after which decoding stops
+    cancelled: Callable[[], bool] = lambda: False
+
+
+def top_p_filter(logits: Tensor, top_p: float) -> Tensor:
+    """Logits [V] with everything outside the top-p nucleus set to -inf (new tensor)."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+    drop = cum - torch.softmax(sorted_logits, dim=-1) > top_p  # keep the token that crosses p
+    return logits.scatter(0, order[drop], float("-inf"))
+
+
+def choose(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> int:
+    """Argmax when temperature is 0 or no generator is given; otherwise sample."""
+    if temperature <= 0 or generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(top_p_filter(logits / temperature, top_p), dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def combined_mask(monitors: list[Monitor]) -> Tensor | None:
+    """AND of the active monitors' masks; drops monitors that are done."""
+    mask = None
+    for m in list(monitors):
+        if m.done:
+            monitors.remove(m)
+            continue
+        allowed = m.allowed()
+        if allowed is not None:
+            mask = allowed if mask is None else mask & allowed
+    return mask
+
+
+def decode_draft(
+    backend: Backend,
+    logits: Tensor,
+    vocab: VocabIndex,
+    monitors: Sequence[Monitor],
+    rules: StopRules,
+    heal: bytes,
+    eos_ids: set[int],
+    budget: Budget,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Draft:
+    """Decode one draft from `logits` [V] (the prediction after the prompt in the cache)."""
+    active = list(monitors)
+    out = bytearray()
+    draft = Draft("")
+    reason = "max_tokens"
+    t0 = time.perf_counter()
+    for _ in range(budget.max_new_tokens):
+        if budget.cancelled():
+            reason = "cancelled"
+            break
+        if time.perf_counter() > budget.deadline:
+            reason = "time"
+            break
+        mask = combined_mask(active)
+        scores = logits if mask is None else logits.masked_fill(~mask, float("-inf"))
+        if mask is not None and not bool(mask.any()):
+            reason = "monitor"  # the constraint cannot be met: end the draft, never crash
+            break
+        token = choose(scores, temperature, top_p, generator)
+        if token in eos_ids:
+            reason = "eos"
+            break
+        draft.token_ids.append(token)
+        draft.logprobs.append(float(torch.log_softmax(logits, -1)[token]))
+        for m in active:
+            m.accept(token)
+        out += vocab.token_bytes(token)
+        if len(out) >= len(heal):
+            text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
+            if rules.cut(text) is not None:
+                reason = "rule"
+                break
+        logits = backend.step(torch.tensor([[token]]))[0, -1]
+    healed = len(out) >= len(heal)
+    draft.text = rules.finish(bytes(out[len(heal) :]).decode("utf-8", errors="ignore")) if healed else ""
+    draft.stop_reason = reason
+    n = len(draft.token_ids)
+    ms = (time.perf_counter() - t0) * 1000
+    draft.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
+    return draft

@@ -1,0 +1,1 @@
+"""Protocol layer: the pygls server, LSP <-> engine conversion, and the command line."""

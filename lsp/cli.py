@@ -1,0 +1,112 @@
+"""The `draftls` command: `complete` (headless, one cursor) and, in later issues, `serve` and `batch`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from decoding.settings import Settings
+from lsp.positions import to_offset
+
+log = logging.getLogger("draftls")
+
+
+def _settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
+    p.add_argument("--drafts", type=int, help="number of drafts (default 3)")
+    p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
+    p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")
+    p.add_argument("--decoder", choices=["greedy", "sampling"], help="first draft greedy or sampled")
+    p.add_argument("--context-tokens", type=int, dest="context_tokens", help="prefix window in tokens")
+    p.add_argument("--time-budget-ms", type=int, dest="time_budget_ms", help="wall-clock budget per request")
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-kv-reuse", action="store_false", dest="kv_reuse", default=None)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the command line; unset flags keep the defaults."""
+    names = ["model", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
+             "temperature", "seed", "kv_reuse"]
+    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    settings, warnings = Settings.from_dict(given)
+    for w in warnings:
+        print(f"draftls: {w}", file=sys.stderr)
+    return settings
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from decoding.engine import CompletionRequest, Engine
+    from models.loading import load_model
+
+    settings = settings_from_args(args)
+    path = Path(args.path)
+    try:
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    except OSError as e:
+        print(f"draftls: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return 2
+    offset = to_offset(text, args.line, args.character)
+    t0 = time.perf_counter()
+    loaded = load_model(settings.model)
+    engine = Engine(loaded)
+    load_ms = (time.perf_counter() - t0) * 1000
+    req = CompletionRequest(text, offset, str(path.resolve()), str(path.resolve().parent), settings)
+    result = engine.complete(req)
+    timings = {"load_ms": load_ms, "load_source": loaded.source, **result.timings}
+    if args.json:
+        drafts = [{"text": d.text, "score": d.score, "stop": d.stop_reason} for d in result.drafts]
+        print(json.dumps({"drafts": drafts, "timings": timings}, indent=2, ensure_ascii=False))
+        return 0
+    line_start = text.rfind("\n", 0, offset) + 1
+    print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source})")
+    print(f"  cursor: {text[line_start:offset]!r}|")
+    if not result.drafts:
+        print("  (no suggestion)")
+    for i, d in enumerate(result.drafts, 1):
+        print(f"--- draft {i}  score {d.score:.3f}  stop {d.stop_reason}")
+        print(d.text)
+    t = timings
+    print(
+        f"--- timings: load {t['load_ms']:.0f} ms ({loaded.source}), prompt {t['prompt_tokens']} tokens "
+        f"({t['reused_tokens']} reused), prefill {t['prefill_ms']:.0f} ms, decode {t['decode_ms']:.0f} ms "
+        f"for {t['generated_tokens']} tokens ({t['ms_per_token']:.1f} ms/token), total {t['total_ms']:.0f} ms"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="draftls", description="Code completion with a local LM steered by static analysis.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("complete", help="complete one position of a file and print the drafts")
+    c.add_argument("path")
+    c.add_argument("--line", type=int, required=True, help="0-based line")
+    c.add_argument("--character", type=int, required=True, help="0-based column in UTF-16 units, as in LSP")
+    c.add_argument("--json", action="store_true", help='print {"drafts": [...], "timings": {...}}')
+    _settings_args(c)
+    c.set_defaults(func=cmd_complete)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `draftls` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from models.registry import ModelNotFoundError
+    from models.config import UnsupportedModelError
+
+    try:
+        return args.func(args)
+    except (ModelNotFoundError, UnsupportedModelError) as e:
+        print(f"draftls: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

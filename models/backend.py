@@ -1,0 +1,122 @@
+"""The model backend interface (DESIGN.md) and its torch implementation."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from models.config import ModelConfig
+from models.llama import KVCache, LlamaModel
+
+PREFILL_CHUNK = 512
+"""Prefill runs in chunks of this many tokens so the [T, S] attention mask stays small."""
+
+
+class Backend(Protocol):
+    """A causal LM with an explicit, truncatable KV cache and per-layer access.
+
+    Every call appends the new positions to the cache; `length` is how many positions
+    the cache holds (in its first layer). Logits are float32 on the backend's device.
+    """
+
+    config: ModelConfig
+    device: torch.device
+
+    @property
+    def length(self) -> int: ...
+    @property
+    def batch(self) -> int: ...
+    def reset(self, batch: int = 1) -> None: ...
+    def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor: ...
+    def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor: ...
+    def truncate(self, n: int) -> None: ...
+    def select(self, rows: Tensor) -> None: ...
+    def embed(self, ids: Tensor) -> Tensor: ...
+    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor: ...
+    def exit_logits(self, h: Tensor, layer: int) -> Tensor: ...
+    def fill_kv(self, h: Tensor, start: int, stop: int) -> None: ...
+    def layer_lengths(self) -> list[int]: ...
+
+
+class TorchBackend:
+    """Eager torch backend over our own `LlamaModel` and `KVCache`."""
+
+    name = "torch"
+
+    def __init__(self, model: LlamaModel, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.cfg
+        self.dtype = next(model.parameters()).dtype
+        self.exit_heads: dict[int, torch.nn.Module] = {}
+        self.cache = KVCache(self.config, 1, self.dtype, self.device)
+
+    @property
+    def length(self) -> int:
+        return self.cache.lengths[0]
+
+    @property
+    def batch(self) -> int:
+        return self.cache.batch
+
+    def layer_lengths(self) -> list[int]:
+        """Fill length of every layer (they differ only mid-speculation)."""
+        return list(self.cache.lengths)
+
+    def reset(self, batch: int = 1) -> None:
+        """Drop the cache and start over with `batch` rows."""
+        self.cache = KVCache(self.config, batch, self.dtype, self.device)
+
+    @torch.inference_mode()
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token embeddings: [B, T] -> [B, T, D]."""
+        return self.model.model.embed_tokens(ids.to(self.device))
+
+    @torch.inference_mode()
+    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Layers [start, stop) on h [B, T, D]; appends those layers' K/V."""
+        return self.model.run_layers(h.to(self.dtype), start, stop, self.cache)
+
+    @torch.inference_mode()
+    def exit_logits(self, h: Tensor, layer: int) -> Tensor:
+        """Logits [B, T, V] read from the residual stream after `layer` layers."""
+        head = self.exit_heads.get(layer)
+        if head is not None and layer < self.config.num_layers:
+            h = head(h)
+        return self.model.logits(h)
+
+    @torch.inference_mode()
+    def fill_kv(self, h: Tensor, start: int, stop: int) -> None:
+        """Fill skipped layers [start, stop) from an exited state (state copying)."""
+        self.model.fill_kv(h.to(self.dtype), start, stop, self.cache)
+
+    @torch.inference_mode()
+    def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor:
+        """Extend the cache by ids [B, T] (or embeds [B, T, D]); logits [B, T, V]."""
+        h = self.embed(ids) if embeds is None else embeds.to(self.device, self.dtype)
+        h = self.run_layers(h, 0, self.config.num_layers)
+        return self.model.logits(h)
+
+    @torch.inference_mode()
+    def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor:
+        """Extend the cache by ids [B, T] in chunks; logits [B, 1, V] (or [B, T, V])."""
+        if ids.shape[1] == 0:
+            raise ValueError("prefill needs at least one token")
+        outs = []
+        for i in range(0, ids.shape[1], PREFILL_CHUNK):
+            h = self.run_layers(self.embed(ids[:, i : i + PREFILL_CHUNK]), 0, self.config.num_layers)
+            if all_logits:
+                outs.append(self.model.logits(h))
+        if all_logits:
+            return torch.cat(outs, dim=1)
+        return self.model.logits(h[:, -1:])
+
+    def truncate(self, n: int) -> None:
+        """Roll the cache back to its first n positions."""
+        self.cache.truncate(n)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep (or repeat) the cache rows given by `rows` [B']."""
+        self.cache.select(rows.to(self.device))

@@ -1,0 +1,189 @@
+"""Compact Llama-family decoder (Llama, Mistral, Qwen2, SmolLM) with an explicit KV cache.
+
+Module names mirror Hugging Face's (`model.layers.0.self_attn.q_proj`, ...), so an HF
+state dict loads as it is. The forward pass is split by layer so that early exit,
+speculation and superposition can drive it one segment at a time.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import ModelConfig
+
+
+class KVCache:
+    """Per-layer K/V buffers [B, Hkv, S, Dh] with a fill length per layer.
+
+    Layers keep their own lengths because self-speculation runs the early layers ahead
+    of the late ones; `truncate` rolls every layer back to at most n positions.
+    """
+
+    def __init__(self, cfg: ModelConfig, batch: int, dtype: torch.dtype, device: torch.device):
+        self.cfg, self.batch, self.dtype, self.device = cfg, batch, dtype, device
+        self.capacity = 0
+        self.k: list[Tensor] = []
+        self.v: list[Tensor] = []
+        self.lengths = [0] * cfg.num_layers
+        self._grow(256)
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * self.capacity)
+        shape = (self.batch, self.cfg.num_kv_heads, cap, self.cfg.head_dim)
+        k = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.lengths]
+        v = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.lengths]
+        for i, n in enumerate(self.lengths):
+            if n:
+                k[i][:, :, :n] = self.k[i][:, :, :n]
+                v[i][:, :, :n] = self.v[i][:, :, :n]
+        self.k, self.v, self.capacity = k, v, cap
+
+    def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, Hkv, T, Dh] after the layer's fill; return the filled views."""
+        n, t = self.lengths[layer], k.shape[2]
+        if n + t > self.capacity:
+            self._grow(n + t)
+        self.k[layer][:, :, n : n + t] = k
+        self.v[layer][:, :, n : n + t] = v
+        self.lengths[layer] = n + t
+        return self.k[layer][:, :, : n + t], self.v[layer][:, :, : n + t]
+
+    def truncate(self, n: int) -> None:
+        """Forget every position at or after n, in every layer."""
+        self.lengths = [min(length, max(n, 0)) for length in self.lengths]
+
+    def select(self, rows: Tensor) -> None:
+        """Reorder or copy batch rows (beam search, or one prompt fanned out to B drafts)."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.batch = int(rows.numel())
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Normalise in float32 as HF does, then cast back.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.h, self.n_kv, self.hd = h, kv, hd
+        self.q_proj = nn.Linear(d, h * hd, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(d, kv * hd, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(d, kv * hd, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(h * hd, d, bias=cfg.o_bias)
+
+    def kv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys (roped) and values [B, Hkv, T, Dh] for normed input x [B, T, D]."""
+        b, t, _ = x.shape
+        k = self.k_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        return k * cos + rotate_half(k) * sin, v
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.h, self.hd).transpose(1, 2)  # [B, H, T, Dh]
+        q = q * cos + rotate_half(q) * sin
+        k, v = self.kv(x, cos, sin)
+        start = cache.lengths[layer]
+        k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
+        mask = None
+        if t > 1:
+            # Query i sits at position start+i and may see keys 0..start+i.
+            rows = torch.arange(t, device=x.device)[:, None] + start
+            mask = torch.arange(start + t, device=x.device)[None, :] <= rows  # [T, S]
+        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=self.h != self.n_kv)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, f, bias = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
+        self.gate_proj = nn.Linear(d, f, bias=bias)
+        self.up_proj = nn.Linear(d, f, bias=bias)
+        self.down_proj = nn.Linear(f, d, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class LlamaModel(nn.Module):
+    """Decoder plus LM head; call it through `run_layers` and `logits`."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = Decoder(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        inv_freq, self.rope_scale = cfg.inv_freq()
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rope(self, start: int, t: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos, sin [T, Dh] for positions start..start+t."""
+        pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float)
+        freqs = pos[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.rope_scale).to(dtype), (emb.sin() * self.rope_scale).to(dtype)
+
+    def run_layers(self, h: Tensor, start: int, stop: int, cache: KVCache) -> Tensor:
+        """Run layers [start, stop) on the residual stream h [B, T, D] for new positions."""
+        pos = cache.lengths[start] if start < stop else 0
+        cos, sin = self.rope(pos, h.shape[1], h.dtype)
+        for i in range(start, stop):
+            if cache.lengths[i] != pos:
+                raise RuntimeError(f"layer {i} holds {cache.lengths[i]} positions, layer {start} {pos}")
+            h = self.model.layers[i](h, cos, sin, cache, i)
+        return h
+
+    def logits(self, h: Tensor) -> Tensor:
+        """Final norm and shared LM head: [B, T, D] -> [B, T, V] in float32."""
+        return self.lm_head(self.model.norm(h)).float()
+
+    def fill_kv(self, h: Tensor, start: int, stop: int, cache: KVCache) -> None:
+        """State copying: give layers [start, stop) K/V computed from the exited state h."""
+        pos = cache.lengths[start]
+        cos, sin = self.rope(pos, h.shape[1], h.dtype)
+        for i in range(start, stop):
+            layer = self.model.layers[i]
+            k, v = layer.self_attn.kv(layer.input_layernorm(h), cos, sin)
+            cache.append(i, k, v)

@@ -1,0 +1,222 @@
+"""Load a model spec into a backend and tokenizer, caching dequantized GGUF weights."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.backend import TorchBackend
+from models.config import ModelConfig, UnsupportedModelError
+from models.fim import FimTemplate, detect_fim
+from models.llama import LlamaModel
+from models.registry import DEFAULT_MODEL, ModelNotFoundError, ModelSpec, resolve, wheel_file, WHEEL_MODELS
+from models.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+"""Bump when the layout of a cached model directory changes."""
+
+
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME/draftls` (default `~/.cache/draftls`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "draftls"
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: backend, tokenizer, FIM template and how it was loaded."""
+
+    spec: ModelSpec
+    backend: TorchBackend
+    tokenizer: Tokenizer
+    fim: FimTemplate | None
+    load_seconds: float
+    source: str  # "cache", "gguf", "hf-dir", "hub" or "tiny"
+    info: dict[str, object] = field(default_factory=dict)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    st = gguf.stat()
+    key = hashlib.sha256(f"{CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    return cache_root() / "models" / f"{gguf.stem}-{key[:16]}"
+
+
+def _cache_valid(d: Path) -> bool:
+    """A cached directory is complete when its manifest exists and matches the weights' size."""
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        return (d / "model.safetensors").stat().st_size == manifest["size"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def dequantize_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF file through transformers into an HF-style directory at `out`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s (once; cached in %s)", gguf.name, out)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        tok.save_pretrained(str(tmp))
+        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        cfg = hf.config.to_dict()
+        cfg.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+        state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+        if cfg.get("tie_word_embeddings"):
+            state.pop("lm_head.weight", None)  # safetensors refuses shared tensors
+        save_file(state, str(tmp / "model.safetensors"))
+        size = (tmp / "model.safetensors").stat().st_size
+        (tmp / "manifest.json").write_text(
+            json.dumps({"source": str(gguf), "size": size, "sha256": _sha256(tmp / "model.safetensors")})
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)  # atomic: a crash mid-way leaves no half-written cache entry
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_gguf_cache(gguf: Path) -> tuple[Path, bool]:
+    """HF-style directory for a GGUF file, dequantizing on first use; (dir, was_cached)."""
+    d = _gguf_cache_dir(gguf)
+    if _cache_valid(d):
+        return d, True
+    d.parent.mkdir(parents=True, exist_ok=True)
+    dequantize_gguf(gguf, d)
+    return d, False
+
+
+def _read_state(d: Path) -> dict[str, torch.Tensor]:
+    index = d / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    else:
+        files = sorted(p.name for p in d.glob("*.safetensors"))
+    if not files:
+        bins = [p.name for p in d.glob("*.bin")] + [p.name for p in d.glob("*.pt")]
+        why = f" (found {', '.join(bins)}: pickle files are never loaded, convert them to safetensors)" if bins else ""
+        raise ModelNotFoundError(f"no .safetensors weights in {d}{why}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(d / f)))
+    return state
+
+
+def _tokenizer_for(d: Path, cfg: ModelConfig) -> Tokenizer:
+    if not (d / "tokenizer.json").exists():
+        # Only a slow tokenizer: convert it once with transformers and keep the fast one.
+        from transformers import AutoTokenizer
+
+        tok_dir = cache_root() / "tokenizers" / hashlib.sha256(str(d.resolve()).encode()).hexdigest()[:16]
+        if not (tok_dir / "tokenizer.json").exists():
+            AutoTokenizer.from_pretrained(str(d)).save_pretrained(str(tok_dir))
+        d = tok_dir
+    return Tokenizer.from_dir(d, set(cfg.eos_token_ids))
+
+
+def build_model(cfg: ModelConfig, state: dict[str, torch.Tensor], dtype: torch.dtype) -> LlamaModel:
+    """Our LlamaModel with `state` loaded strictly (missing or extra weights are errors)."""
+    with torch.device("meta"):
+        model = LlamaModel(cfg)
+    model = model.to_empty(device="cpu")
+    inv_freq, _ = cfg.inv_freq()
+    model.inv_freq = inv_freq
+    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    if cfg.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if missing or unexpected:
+        raise UnsupportedModelError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.to(dtype)
+
+
+def tiny_config(vocab_size: int, layers: int = 4, model_type: str = "llama") -> dict[str, object]:
+    """HF config dict of the tiny random model used by tests."""
+    return {
+        "model_type": model_type, "vocab_size": vocab_size, "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": layers, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 4096,
+        "tie_word_embeddings": True, "hidden_act": "silu", "attention_bias": False,
+    }
+
+
+def random_state(model: LlamaModel, seed: int, std: float = 0.02) -> None:
+    """Seeded random weights (norm weights near 1), in place."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if name.endswith("layernorm.weight") or name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def default_tokenizer() -> Tokenizer:
+    """The default model's tokenizer (dequantizes the default model once if needed)."""
+    d, _ = ensure_gguf_cache(wheel_file(*WHEEL_MODELS[DEFAULT_MODEL]))
+    return Tokenizer.from_dir(d)
+
+
+def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a model by name, path or hub id into the torch backend."""
+    t0 = time.perf_counter()
+    spec = resolve(name)
+    if spec.kind == "tiny":
+        tok = default_tokenizer()
+        cfg = ModelConfig.from_hf(tiny_config(tok.vocab_size))
+        model = LlamaModel(cfg)
+        random_state(model, seed=0)
+        backend = TorchBackend(model.to(dtype), device)
+        return LoadedModel(spec, backend, tok, None, time.perf_counter() - t0, "tiny")
+    if spec.kind == "gguf":
+        d, cached = ensure_gguf_cache(Path(spec.location))
+        source = "cache" if cached else "gguf"
+    elif spec.kind == "hub":
+        d, source = _download(spec.location), "hub"
+    else:
+        d, source = Path(spec.location), "hf-dir"
+    cfg = ModelConfig.from_hf(json.loads((d / "config.json").read_text()))
+    model = build_model(cfg, _read_state(d), dtype)
+    tok = _tokenizer_for(d, cfg)
+    backend = TorchBackend(model, device)
+    info = {"params": cfg.num_params, "layers": cfg.num_layers, "dir": str(d)}
+    return LoadedModel(spec, backend, tok, detect_fim(tok), time.perf_counter() - t0, source, info)
+
+
+def _download(repo: str) -> Path:
+    """Fetch a hub checkpoint (safetensors, config and tokenizer files only)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model"])
+    except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear message
+        raise ModelNotFoundError(
+            f"could not fetch {repo!r} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            "with no network, download it elsewhere and pass the local directory instead"
+        ) from e
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Static analysis -> allowed-token masks: the vocabulary index and the monitors built on it."""
