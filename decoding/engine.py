@@ -60,6 +60,15 @@ class Engine:
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0}
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run two tiny forward passes so that the first request does not pay torch's lazy setup."""
+        ids = self.tok.encode("def f():\n    return 1\n")
+        self.backend.reset(1)
+        self.backend.prefill(torch.tensor([ids]))
+        self.backend.step(torch.tensor([ids[:1]]))
+        self.backend.reset(1)
 
     def _prefill(self, ids: list[int], reuse: bool) -> tuple[torch.Tensor, int]:
         """Bring the cache to `ids`, computing only what differs; logits [V] and tokens reused."""

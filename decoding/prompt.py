@@ -41,15 +41,19 @@ def prefix_window(tok: Tokenizer, prefix: str, budget: int) -> tuple[int, list[i
     ids, offs = tok.encode_offsets(prefix)
     if len(ids) <= budget:
         return 0, ids, offs
-    starts = _line_starts(prefix)[::LINE_QUANTUM]
+    all_starts = _line_starts(prefix)
     # Token starts give a close estimate of how many tokens each candidate start leaves.
     tok_starts = [s for s, _ in offs]
-    first = bisect.bisect_left(starts, tok_starts[len(ids) - budget])
-    for start in starts[first:]:
-        w_ids, w_offs = tok.encode_offsets(prefix[start:])
-        if len(w_ids) <= budget:
-            return start, w_ids, w_offs
-    # One quantum of lines is over budget (minified code, huge lines): cut at a token.
+    # Coarse line quanta first; finer ones only when a coarse step is over the budget.
+    for quantum in (LINE_QUANTUM, LINE_QUANTUM // 4, 1):
+        starts = all_starts[::quantum]
+        first = max(bisect.bisect_left(starts, tok_starts[len(ids) - budget]), 0)
+        for start in starts[first : first + 2]:
+            w_ids, w_offs = tok.encode_offsets(prefix[start:])
+            # A coarse step may overshoot and leave most of the budget unused: go finer.
+            if len(w_ids) <= budget and (2 * len(w_ids) >= budget or quantum == 1):
+                return start, w_ids, w_offs
+    # Even one line is over budget (minified code, huge lines): cut at a token.
     start = tok_starts[len(ids) - budget]
     w_ids, w_offs = tok.encode_offsets(prefix[start:])
     return start, w_ids[-budget:], w_offs[-budget:]

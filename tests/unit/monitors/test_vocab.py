@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -46,6 +46,9 @@ def test_every_token_decodes_like_the_tokenizer(hf_tokenizer: Tokenizer,
 @given(TEXTS)
 def test_bytes_round_trip(hf_tokenizer: Tokenizer, smol_index: VocabIndex, text: str) -> None:
     token_ids = hf_tokenizer.encode(text, add_special_tokens=False).ids
+    # SmolLM2 has no token for a few bytes and drops them silently (see below): only
+    # text the tokenizer itself can give back is expected to round-trip.
+    assume(hf_tokenizer.decode(token_ids) == text)
     assert smol_index.text_bytes(token_ids) == text.encode()
 
 
@@ -70,10 +73,25 @@ def test_fragment_tokens_map_to_raw_bytes(hf_tokenizer: Tokenizer,
         except UnicodeDecodeError:
             fragments += 1
     assert fragments > 100
-    # Byte-level BPE has one token per byte: all 256 must come out distinct.
-    single = {smol_index.token_bytes(i) for i in range(smol_index.vocab_size)
-              if len(smol_index.token_bytes(i)) == 1}
-    assert single == {bytes([b]) for b in range(256)}
+    # One token per byte, all distinct, except the 21 bytes SmolLM2's vocabulary lacks.
+    single = [smol_index.token_bytes(i) for i in range(smol_index.vocab_size)
+              if len(smol_index.token_bytes(i)) == 1]
+    assert len(single) == len(set(single))
+    assert set(single) == {bytes([b]) for b in range(256) if b not in SMOL_MISSING_BYTES}
+
+
+# Bytes with no single-byte token in SmolLM2 (never seen in training: C0 controls, bytes
+# invalid in UTF-8, and the lead bytes of planes 4-11). The tokenizer has no unknown
+# token, so it drops them without a trace: text holding them cannot round-trip.
+SMOL_MISSING_BYTES = {0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xC0, 0xC1, 0xF1, 0xF2,
+                      *range(0xF5, 0x100)}
+
+
+def test_missing_bytes_are_dropped_by_the_tokenizer(hf_tokenizer: Tokenizer) -> None:
+    for b in SMOL_MISSING_BYTES:
+        if b < 0x80:
+            assert hf_tokenizer.encode(chr(b), add_special_tokens=False).ids == []
+    assert hf_tokenizer.decode(hf_tokenizer.encode("a\U00040000b").ids) == "a\ufffd\ufffd\ufffdb"
 
 
 @pytest.mark.parametrize(("piece", "expected"), [
@@ -207,14 +225,15 @@ def sentencepiece_tokenizer(style: str) -> Tokenizer:
     return tok
 
 
+_SP = {style: sentencepiece_tokenizer(style) for style in ("metaspace", "llama")}
+_SP_INDEX = {style: VocabIndex(tok) for style, tok in _SP.items()}
 SP_TEXTS = st.text(alphabet=st.sampled_from(list("abcdefxyz _.():\n\t\r") + ["é", "😀", "中"]),
                    max_size=30)
 
 
 @pytest.mark.parametrize("style", ["metaspace", "llama"])
 def test_sentencepiece_token_bytes(style: str) -> None:
-    tok = sentencepiece_tokenizer(style)
-    index = VocabIndex(tok)
+    tok, index = _SP[style], _SP_INDEX[style]
     assert index.token_bytes(tok.token_to_id("<0x0A>")) == b"\n"
     assert index.token_bytes(tok.token_to_id("<0xF0>")) == b"\xf0"
     assert index.token_bytes(tok.token_to_id("▁self")) == b" self"
@@ -240,6 +259,3 @@ def test_sentencepiece_round_trip(style: str, text: str) -> None:
         expected = text if not text or text.startswith(" ") else " " + text
     assert _SP_INDEX[style].text_bytes(encoding.ids) == expected.encode()
 
-
-_SP = {style: sentencepiece_tokenizer(style) for style in ("metaspace", "llama")}
-_SP_INDEX = {style: VocabIndex(tok) for style, tok in _SP.items()}

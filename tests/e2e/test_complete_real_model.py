@@ -1,0 +1,72 @@
+"""The real default model (SmolLM2-135M) completes real code sensibly, in the engine and the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from decoding.engine import CompletionRequest, Engine
+from decoding.settings import Settings
+
+pytestmark = pytest.mark.model
+
+QUICK = Settings.from_dict({"drafts": 1, "maxNewTokens": 16, "timeBudgetMs": 60_000})[0]
+
+
+def _complete(engine: Engine, text: str, settings: Settings = QUICK) -> list[str]:
+    return [d.text for d in engine.complete(CompletionRequest(text, len(text), settings=settings)).drafts]
+
+
+def test_list_method_after_dot(smol_engine: Engine) -> None:
+    drafts = _complete(smol_engine, "items = []\nitems.")
+    assert drafts and drafts[0].startswith("append")
+
+
+def test_mid_identifier_cursor_is_healed(smol_engine: Engine) -> None:
+    drafts = _complete(smol_engine, "import os\n\npath = os.path.jo")
+    assert drafts and drafts[0].startswith("in(")  # os.path.join(
+
+
+def test_indented_cursor_does_not_add_a_space(smol_engine: Engine) -> None:
+    text = "from urllib.parse import urlparse\n\n\ndef host_of(url):\n    parts = urlparse(url)\n    "
+    drafts = _complete(smol_engine, text)
+    assert drafts and drafts[0][:1].strip(), drafts  # starts with code, not whitespace
+    assert "return" in drafts[0] or "parts" in drafts[0]
+
+
+def test_line_mode_ends_at_the_line_and_trims_the_suffix(smol_engine: Engine) -> None:
+    text = "def area(width, height):\n    return width * \n"
+    offset = text.index(" * ") + 3
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 16, "mode": "line", "timeBudgetMs": 60_000})[0]
+    r = smol_engine.complete(CompletionRequest(text, offset, settings=s))
+    assert r.drafts and "\n" not in r.drafts[0].text and "height" in r.drafts[0].text
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lsp.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_json_drafts_and_timings(tmp_path: Path) -> None:
+    src = tmp_path / "a.py"
+    # A non-BMP character before the cursor: the column is in UTF-16 units (🐍 counts 2).
+    src.write_text("names = ['🐍']\nnames.\n", encoding="utf-8")
+    r = _run_cli("complete", str(src), "--line", "1", "--character", "6", "--drafts", "2",
+                 "--max-new-tokens", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["drafts"] and out["drafts"][0]["text"].startswith("append")
+    assert {"text", "score"} <= set(out["drafts"][0])
+    assert out["timings"]["prompt_tokens"] > 0 and out["timings"]["total_ms"] > 0
+    assert src.read_text(encoding="utf-8") == "names = ['🐍']\nnames.\n"  # never writes the file
+
+
+def test_cli_reports_a_bad_model_path_clearly(tmp_path: Path) -> None:
+    src = tmp_path / "a.py"
+    src.write_text("x = 1\n")
+    r = _run_cli("complete", str(src), "--line", "0", "--character", "0", "--model", str(tmp_path / "nope"))
+    assert r.returncode == 2
+    assert "not found" in r.stderr and "Traceback" not in r.stderr

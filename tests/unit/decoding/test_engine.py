@@ -1,0 +1,177 @@
+"""Decoding and the engine on the tiny random model: cache correctness, budgets, healing."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from decoding.engine import CompletionRequest, Engine, common_prefix
+from decoding.prompt import build_prompt
+from decoding.sampling import Budget, choose, decode_draft, top_p_filter
+from decoding.settings import Settings
+from models.loading import LoadedModel
+from monitors.healing import HealingMonitor
+
+CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.jo"
+
+
+class NoStop:
+    """Stopping rules that never fire, so drafts run to the token budget."""
+
+    def cut(self, text: str) -> int | None:
+        return None
+
+    def finish(self, text: str) -> str:
+        return text
+
+
+class Blocker:
+    """A monitor whose constraint can never be met."""
+
+    done = False
+
+    def __init__(self, vocab_size: int):
+        self.n = vocab_size
+
+    def allowed(self) -> torch.Tensor:
+        return torch.zeros(self.n, dtype=torch.bool)
+
+    def accept(self, token_id: int) -> None: ...
+    def rollback(self, n: int) -> None: ...
+    def fork(self) -> "Blocker":
+        return self
+
+
+@pytest.fixture(scope="module")
+def engine(tiny: LoadedModel) -> Engine:
+    return Engine(tiny)
+
+
+def _settings(**kw: object) -> Settings:
+    base = {"drafts": 1, "maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000}
+    return Settings.from_dict({**base, **kw})[0]
+
+
+def _far() -> Budget:
+    return Budget(16, time.perf_counter() + 600)
+
+
+def test_greedy_with_cache_equals_greedy_without(tiny: LoadedModel, engine: Engine) -> None:
+    ids = tiny.tokenizer.encode(CODE)
+    backend = tiny.backend
+    backend.reset()
+    logits = backend.prefill(torch.tensor([ids]))[0, -1]
+    draft = decode_draft(backend, logits, engine.vocab, [], NoStop(), b"", set(), _far())  # type: ignore[arg-type]
+    # Reference: no cache at all, the whole sequence recomputed for every token.
+    seq = list(ids)
+    for _ in range(16):
+        backend.reset()
+        seq.append(int(backend.prefill(torch.tensor([seq]))[0, -1].argmax()))
+    assert draft.token_ids == seq[len(ids) :]
+    engine.cached = []  # the backend was reset behind the engine's back
+
+
+def test_kv_reuse_gives_the_same_drafts_as_a_cold_run(tiny: LoadedModel) -> None:
+    warm, cold = Engine(tiny), Engine(tiny)
+    text = CODE * 3
+    warm.complete(CompletionRequest(text, len(text), settings=_settings()))
+    edited = text + "i"
+    a = warm.complete(CompletionRequest(edited, len(edited), settings=_settings()))
+    b = cold.complete(CompletionRequest(edited, len(edited), settings=_settings(kvReuse=False)))
+    assert a.timings["reused_tokens"] >= a.timings["prompt_tokens"] - 4
+    assert b.timings["reused_tokens"] == 0
+    assert [(d.text, d.token_ids) for d in a.drafts] == [(d.text, d.token_ids) for d in b.drafts]
+
+
+def test_one_character_edit_in_a_long_file_prefills_a_few_tokens(tiny: LoadedModel) -> None:
+    engine = Engine(tiny)
+    text = "".join(f"def handler_{i}(request):\n    return respond(request, code={i})\n\n" for i in range(90))
+    first = engine.complete(CompletionRequest(text, len(text), settings=_settings(maxNewTokens=1)))
+    assert first.timings["prompt_tokens"] > 1200
+    edited = text + "d"
+    again = engine.complete(CompletionRequest(edited, len(edited), settings=_settings(maxNewTokens=1)))
+    assert again.timings["prefilled_tokens"] <= 4
+
+
+def test_edit_in_the_middle_reuses_the_part_before_it(tiny: LoadedModel) -> None:
+    engine = Engine(tiny)
+    text = CODE * 4
+    engine.complete(CompletionRequest(text, len(text), settings=_settings(maxNewTokens=1)))
+    mid = len(text) // 2
+    edited = text[:mid] + "# note\n" + text[mid:]
+    r = engine.complete(CompletionRequest(edited, len(edited), settings=_settings(maxNewTokens=1)))
+    p = build_prompt(tiny.tokenizer, text, len(text), 1536)
+    q = build_prompt(tiny.tokenizer, edited, len(edited), 1536)
+    assert r.timings["reused_tokens"] == min(common_prefix(p.ids, q.ids), len(q.ids) - 1)
+    assert 0 < r.timings["reused_tokens"] < r.timings["prompt_tokens"]
+
+
+def test_token_budget_and_time_budget(engine: Engine) -> None:
+    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=_settings(maxNewTokens=5, mode="block")))
+    assert all(len(d.token_ids) <= 5 for d in r.drafts)
+    logits = torch.zeros(engine.vocab.vocab_size)
+    past = Budget(50, time.perf_counter() - 1)
+    d = decode_draft(engine.backend, logits, engine.vocab, [], NoStop(), b"", set(), past)  # type: ignore[arg-type]
+    assert d.token_ids == [] and d.stop_reason == "time"
+
+
+def test_cancel_stops_decoding(engine: Engine) -> None:
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=_settings(maxNewTokens=40)), cancelled)
+    assert all(len(d.token_ids) <= 3 for d in r.drafts)
+
+
+def test_unsatisfiable_monitor_ends_the_draft(engine: Engine) -> None:
+    logits = torch.randn(engine.vocab.vocab_size)
+    blocker = Blocker(engine.vocab.vocab_size)
+    d = decode_draft(engine.backend, logits, engine.vocab, [blocker], NoStop(), b"", set(), _far())  # type: ignore[list-item,arg-type]
+    assert d.token_ids == [] and d.stop_reason == "monitor"
+
+
+def test_healing_reproduces_the_removed_text(tiny: LoadedModel, engine: Engine) -> None:
+    prompt = build_prompt(tiny.tokenizer, CODE, len(CODE), 1536)
+    assert prompt.heal.endswith("jo")
+    backend = tiny.backend
+    backend.reset()
+    engine.cached = []
+    logits = backend.prefill(torch.tensor([prompt.ids]))[0, -1]
+    heal = prompt.heal.encode()
+    healer = HealingMonitor(engine.vocab, heal)
+    d = decode_draft(backend, logits, engine.vocab, [healer], NoStop(), heal, set(), _far())  # type: ignore[arg-type]
+    out = engine.vocab.text_bytes(d.token_ids)
+    assert out.startswith(heal)
+    assert d.text == out[len(heal) :].decode("utf-8", errors="ignore")
+
+
+def test_sampling_is_seeded(engine: Engine) -> None:
+    s = _settings(decoder="sampling", temperature=1.5, top_p=1.0, maxNewTokens=8)
+    a = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
+    b = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
+    c = engine.complete(CompletionRequest(CODE, len(CODE), settings=_settings(
+        decoder="sampling", temperature=1.5, top_p=1.0, maxNewTokens=8, seed=7)))
+    assert [d.token_ids for d in a.drafts] == [d.token_ids for d in b.drafts]
+    assert [d.token_ids for d in a.drafts] != [d.token_ids for d in c.drafts]
+
+
+def test_drafts_are_distinct_and_non_empty(engine: Engine) -> None:
+    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=_settings(drafts=4, temperature=2.0)))
+    texts = [d.text for d in r.drafts]
+    assert len(texts) == len(set(texts)) and all(t.strip() for t in texts)
+
+
+def test_top_p_keeps_exactly_the_nucleus() -> None:
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    kept = top_p_filter(logits, 0.7).isfinite().tolist()
+    assert kept == [True, True, False, False]
+    assert top_p_filter(logits, 0.85).isfinite().tolist() == [True, True, True, False]
+    assert choose(logits, 0.0, 1.0, None) == 0
+    g = torch.Generator().manual_seed(0)
+    draws = {choose(logits, 1.0, 0.7, g) for _ in range(200)}
+    assert draws == {0, 1}
