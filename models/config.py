@@ -36,6 +36,7 @@ class ModelConfig:
     qkv_bias: bool = False
     o_bias: bool = False
     mlp_bias: bool = False
+    sliding_window: int | None = None  # Mistral v0.1, Qwen2 with use_sliding_window
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = ()
 
@@ -79,6 +80,7 @@ class ModelConfig:
             qkv_bias=bias or model_type == "qwen2",
             o_bias=bias,
             mlp_bias=bool(cfg.get("mlp_bias", False)),
+            sliding_window=_window(cfg, model_type),
             bos_token_id=cfg.get("bos_token_id"),
             eos_token_ids=eos_ids,
         )
@@ -117,3 +119,10 @@ class ModelConfig:
             raise UnsupportedModelError("num_attention_heads must be a multiple of num_key_value_heads")
         if not math.isfinite(self.rope_theta) or self.rope_theta <= 0:
             raise UnsupportedModelError(f"bad rope_theta {self.rope_theta}")
+
+
+def _window(cfg: dict[str, Any], model_type: str) -> int | None:
+    """Sliding attention window, if the checkpoint uses one."""
+    window = cfg.get("sliding_window")
+    uses = model_type == "mistral" or (model_type == "qwen2" and cfg.get("use_sliding_window"))
+    return int(window) if uses and window else None

@@ -79,11 +79,39 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x2, x1), dim=-1)
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor, start: int, window: int | None = None) -> Tensor:
+    """Causal grouped-query attention: q [B, H, T, Dh] at positions start.., k/v [B, Hkv, S, Dh].
+
+    Written as two batched matmuls with the query heads of a KV group stacked, so K/V are
+    read once per group and never copied; on the CPU this beats SDPA's flash kernel, which
+    is slow for the one-token queries of decoding.
+    """
+    b, h, t, d = q.shape
+    if window is not None and k.shape[2] > window + t - 1:
+        # Keys older than every query's window are never seen: drop them up front.
+        k, v = k[:, :, -(window + t - 1) :], v[:, :, -(window + t - 1) :]
+        start = window - 1
+    kv, s = k.shape[1], k.shape[2]
+    qg = q.reshape(b, kv, (h // kv) * t, d)  # [B, Hkv, G*T, Dh]; head h uses KV head h // G
+    scores = torch.matmul(qg, k.transpose(-1, -2)) * d**-0.5  # [B, Hkv, G*T, S]
+    if t > 1:
+        # Query i sits at position start+i and may see keys 0..start+i (within the window).
+        rows = torch.arange(t, device=q.device)[:, None] + start
+        cols = torch.arange(s, device=q.device)[None, :]
+        hidden = cols > rows  # [T, S]
+        if window is not None:
+            hidden = hidden | (cols <= rows - window)
+        scores = scores.masked_fill(hidden.repeat(h // kv, 1), float("-inf"))
+    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+    return torch.matmul(probs, v).reshape(b, h, t, d)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, h, kv, hd = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.h, self.n_kv, self.hd = h, kv, hd
+        self.window = cfg.sliding_window
         self.q_proj = nn.Linear(d, h * hd, bias=cfg.qkv_bias)
         self.k_proj = nn.Linear(d, kv * hd, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(d, kv * hd, bias=cfg.qkv_bias)
@@ -103,12 +131,7 @@ class Attention(nn.Module):
         k, v = self.kv(x, cos, sin)
         start = cache.lengths[layer]
         k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
-        mask = None
-        if t > 1:
-            # Query i sits at position start+i and may see keys 0..start+i.
-            rows = torch.arange(t, device=x.device)[:, None] + start
-            mask = torch.arange(start + t, device=x.device)[None, :] <= rows  # [T, S]
-        y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, enable_gqa=self.h != self.n_kv)
+        y = attend(q, k_all, v_all, start, self.window)  # [B, H, T, Dh]
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
 
 
@@ -181,6 +204,8 @@ class LlamaModel(nn.Module):
 
     def fill_kv(self, h: Tensor, start: int, stop: int, cache: KVCache) -> None:
         """State copying: give layers [start, stop) K/V computed from the exited state h."""
+        if start >= stop:
+            return
         pos = cache.lengths[start]
         cos, sin = self.rope(pos, h.shape[1], h.dtype)
         for i in range(start, stop):

@@ -174,7 +174,7 @@ class VocabIndex:
         self._pieces: list[bytes] = pieces
         self.special: torch.Tensor = torch.tensor(special, dtype=torch.bool)  # [V], do not mutate
 
-        # Sorted (bytes, id) for range queries, and bytes -> ids for exact lookups
+        # Ids sorted by their bytes for range queries, and bytes -> ids for exact lookups
         # (ids can share bytes, e.g. "<0x41>" and "A").
         self._sorted_ids: list[int] = sorted((i for i in range(size) if pieces[i]),
                                              key=pieces.__getitem__)

@@ -9,6 +9,7 @@ the tolerance.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +27,15 @@ ATOL = 1e-4
 STD = 0.15  # random weight scale: big enough for peaked attention and O(1) logits
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a busy 2-core machine, 2 OpenMP threads make small matmuls ~1000x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _variant(name: str) -> dict[str, Any]:
     """HF config dict of one tiny test architecture."""
     if name == "llama":
@@ -37,19 +47,27 @@ def _variant(name: str) -> dict[str, Any]:
         # Mistral with plain multi-head attention (no GQA) and an untied head.
         cfg = {**tiny_config(VOCAB, model_type="mistral"), "num_key_value_heads": 4}
         return {**cfg, "tie_word_embeddings": False, "sliding_window": None}
+    if name == "mistral-window":
+        # A sliding window far shorter than the test sequences, with GQA.
+        return {**tiny_config(VOCAB, model_type="mistral"), "sliding_window": 5}
     if name == "qwen2":
         return tiny_config(VOCAB, model_type="qwen2")  # Qwen2: q/k/v biases always on
-    if name == "llama3-rope":
-        rope = {
-            "rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 64,
-        }
+    ropes: dict[str, dict[str, Any]] = {
+        "llama3-rope": {
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+        # YaRN also scales attention (cos and sin by its attention factor, here 1.139).
+        "yarn-rope": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+        "linear-rope": {"rope_type": "linear", "factor": 2.0},
+    }
+    if name in ropes:
         cfg = {k: v for k, v in tiny_config(VOCAB).items() if k != "rope_theta"}
-        return {**cfg, "rope_parameters": rope}
+        return {**cfg, "rope_parameters": {**ropes[name], "rope_theta": 10000.0}}
     raise KeyError(name)
 
 
-VARIANTS = ["llama", "llama-bias-untied", "mistral", "qwen2", "llama3-rope"]
+VARIANTS = ["llama", "llama-bias-untied", "mistral", "mistral-window", "qwen2", "llama3-rope", "yarn-rope", "linear-rope"]
 
 HF_CLASSES = {
     "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
@@ -133,13 +151,12 @@ def test_step_by_step_matches_transformers(pair: tuple[str, LlamaModel, torch.nn
     torch.testing.assert_close(torch.cat(got, dim=1), ref, atol=ATOL, rtol=0)
 
 
-def test_llama3_rope_scaling_changes_logits() -> None:
-    """The llama3 variant is not vacuous: the same weights with default RoPE give other logits."""
-    scaled = _variant("llama3-rope")
-    plain = tiny_config(VOCAB)
+@pytest.mark.parametrize("name", ["llama3-rope", "yarn-rope", "linear-rope"])
+def test_rope_scaling_changes_logits(name: str) -> None:
+    """The scaled-RoPE variants are not vacuous: default RoPE on the same weights differs."""
     ids = _ids(40, seed=3)
-    a = TorchBackend(_ours(scaled)).prefill(ids, all_logits=True)
-    b = TorchBackend(_ours(plain)).prefill(ids, all_logits=True)
+    a = TorchBackend(_ours(_variant(name))).prefill(ids, all_logits=True)
+    b = TorchBackend(_ours(tiny_config(VOCAB))).prefill(ids, all_logits=True)
     assert (a - b).abs().max() > 1e-3
 
 
@@ -310,3 +327,17 @@ def test_fill_kv_gives_skipped_layers_a_position(tiny_model: LlamaModel) -> None
     h2 = other.run_layers(other.embed(torch.tensor([[13]])), 0, k)
     other.fill_kv(h2, k, 4)
     assert (other.step(y) - filled).abs().max() > 1e-3
+
+
+def test_sliding_window_with_chunked_prefill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefill chunks that straddle the window, then steps, still equal HF's windowed logits."""
+    import models.backend
+
+    cfg = _variant("mistral-window")
+    ours = _ours(cfg)
+    ref = _hf_logits(_hf(cfg, ours), _ids(30, seed=4))
+    monkeypatch.setattr(models.backend, "PREFILL_CHUNK", 7)
+    backend = TorchBackend(ours)
+    got = [backend.prefill(_ids(30, seed=4)[:, :22], all_logits=True)]
+    got += [backend.step(_ids(30, seed=4)[:, t : t + 1]) for t in range(22, 30)]
+    torch.testing.assert_close(torch.cat(got, dim=1), ref, atol=ATOL, rtol=0)

@@ -138,6 +138,22 @@ def test_non_special_added_tokens_decode_like_the_tokenizer(hf_tokenizer: Tokeni
     assert index.token_bytes(tok.token_to_id("ĠFoo")) == b" Foo"
 
 
+def test_byte_level_without_decoder_and_ff_bytes() -> None:
+    # No decoder: the scheme comes from the ByteLevel pre-tokenizer. "ÿ" is byte 0xFF,
+    # the edge of the sorted range bound (b"a" ranges up to b"b", past b"a\xff...").
+    vocab = {"a": 0, "b": 1, "ÿ": 2, "Ġ": 3, "aÿ": 4, "aÿb": 5, "ab": 6, "Ġa": 7}
+    merges = [("a", "ÿ"), ("aÿ", "b"), ("a", "b"), ("Ġ", "a")]
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    index = VocabIndex(tok)
+    assert [index.token_bytes(i) for i in range(8)] == [
+        b"a", b"b", b"\xff", b" ", b"a\xff", b"a\xffb", b"ab", b" a"]
+    assert sorted(index.starting_with(b"a")) == [0, 4, 5, 6]
+    assert sorted(index.starting_with(b"a\xff")) == [4, 5]
+    assert sorted(index.starting_with(b"\xff")) == [2]
+    assert sorted(index.prefixes_of(b"a\xffbc")) == [0, 4, 5]
+
+
 QUERIES = [b"ap", b"    ", b"\n    ", b"self.", b"a", b" ", "é".encode(), "é".encode()[:1],
            "😀".encode()[:1], "😀".encode()[:3], b"\xff", b"\xff\xff", b"zzzzzzzzzzzz",
            b"def __init__(self):", b""]
@@ -243,6 +259,16 @@ def test_sentencepiece_token_bytes(style: str) -> None:
     assert index.token_bytes(tok.token_to_id("<s>")) == b""
     # "A" has no piece, only its byte token.
     assert index.prefixes_of(b"A") == [tok.token_to_id("<0x41>")]
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff", b"\xfe", b"\x00", b" ", b"  ", b"d", b"de"])
+def test_sentencepiece_queries_match_brute_force(data: bytes) -> None:
+    # Unlike SmolLM2, this vocabulary has every byte, 0xFF included: the range bound's edge.
+    index = _SP_INDEX["llama"]
+    pieces = [(i, index.token_bytes(i)) for i in range(index.vocab_size)
+              if index.token_bytes(i)]
+    assert set(index.prefixes_of(data)) == {i for i, b in pieces if data.startswith(b)}
+    assert set(index.starting_with(data)) == {i for i, b in pieces if b.startswith(data)}
 
 
 @pytest.mark.parametrize("style", ["metaspace", "llama"])
