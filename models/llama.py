@@ -80,30 +80,21 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, start: int, window: int | None = None) -> Tensor:
-    """Causal grouped-query attention: q [B, H, T, Dh] at positions start.., k/v [B, Hkv, S, Dh].
-
-    Written as two batched matmuls with the query heads of a KV group stacked, so K/V are
-    read once per group and never copied; on the CPU this beats SDPA's flash kernel, which
-    is slow for the one-token queries of decoding.
-    """
-    b, h, t, d = q.shape
+    """Causal grouped-query attention: q [B, H, T, Dh] at positions start.., k/v [B, Hkv, S, Dh]."""
+    t = q.shape[2]
     if window is not None and k.shape[2] > window + t - 1:
         # Keys older than every query's window are never seen: drop them up front.
         k, v = k[:, :, -(window + t - 1) :], v[:, :, -(window + t - 1) :]
         start = window - 1
-    kv, s = k.shape[1], k.shape[2]
-    qg = q.reshape(b, kv, (h // kv) * t, d)  # [B, Hkv, G*T, Dh]; head h uses KV head h // G
-    scores = torch.matmul(qg, k.transpose(-1, -2)) * d**-0.5  # [B, Hkv, G*T, S]
-    if t > 1:
+    mask = None
+    if t > 1 or window is not None:
         # Query i sits at position start+i and may see keys 0..start+i (within the window).
         rows = torch.arange(t, device=q.device)[:, None] + start
-        cols = torch.arange(s, device=q.device)[None, :]
-        hidden = cols > rows  # [T, S]
+        cols = torch.arange(k.shape[2], device=q.device)[None, :]
+        mask = cols <= rows  # [T, S]
         if window is not None:
-            hidden = hidden | (cols <= rows - window)
-        scores = scores.masked_fill(hidden.repeat(h // kv, 1), float("-inf"))
-    probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-    return torch.matmul(probs, v).reshape(b, h, t, d)
+            mask = mask & (cols > rows - window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 class Attention(nn.Module):
