@@ -99,10 +99,10 @@ def decode_draft(
             reason = "time"
             break
         mask = combined_mask(active)
-        scores = logits if mask is None else logits.masked_fill(~mask, float("-inf"))
         if mask is not None and not bool(mask.any()):
             reason = "monitor"  # the constraint cannot be met: end the draft, never crash
             break
+        scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
         token = choose(scores, temperature, top_p, generator)
         if token in eos_ids:
             reason = "eos"

@@ -18,6 +18,7 @@ log = logging.getLogger("draftls")
 def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
     p.add_argument("--drafts", type=int, help="number of drafts (default 3)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="where the model runs (default auto)")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
     p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")
     p.add_argument("--decoder", choices=["greedy", "sampling"], help="first draft greedy or sampled")
@@ -30,7 +31,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the command line; unset flags keep the defaults."""
-    names = ["model", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
+    names = ["model", "device", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
              "temperature", "seed", "kv_reuse"]
     given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     settings, warnings = Settings.from_dict(given)
@@ -52,7 +53,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return 2
     offset = to_offset(text, args.line, args.character)
     t0 = time.perf_counter()
-    loaded = load_model(settings.model)
+    loaded = load_model(settings.model, device=settings.device)
     engine = Engine(loaded)
     load_ms = (time.perf_counter() - t0) * 1000
     req = CompletionRequest(text, offset, str(path.resolve()), str(path.resolve().parent), settings)

@@ -182,9 +182,19 @@ def default_tokenizer() -> Tokenizer:
     return Tokenizer.from_dir(d)
 
 
+def resolve_device(device: str) -> str:
+    """`auto` is CUDA when torch sees a GPU, else the CPU; `cuda` without a GPU falls back with a log line."""
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        log.warning("device cuda requested but torch sees no GPU; using the CPU")
+    return "cpu"
+
+
 def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model by name, path or hub id into the torch backend."""
+    """Load a model by name, path or hub id into the torch backend (device: cpu, cuda or auto)."""
     t0 = time.perf_counter()
+    device = resolve_device(device)
     spec = resolve(name)
     if spec.kind == "tiny":
         tok = default_tokenizer()
