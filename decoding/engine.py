@@ -106,15 +106,17 @@ class Engine:
         for i in range(s.drafts):
             if cancelled():
                 break
-            sampled = s.decoder == "sampling" or i > 0
+            # Greedy: draft i branches at the i-th best first token. Sampling: seeded draws.
+            sampled = s.decoder == "sampling"
             gen = torch.Generator().manual_seed(s.seed + i) if sampled else None
             draft = decode_draft(
                 self.backend, logits, self.vocab, [healer.fork()], rules, prompt.heal.encode(), eos, budget,
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
+                branch=0 if sampled else i,
             )
             self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
             drafts.append(draft)
-        ranked = rank(drafts)
+        ranked = rank(drafts, greedy_first=not sampled)
         t_end = time.perf_counter()
         n_tokens = sum(len(d.token_ids) for d in drafts)
         decode_ms = (t_end - t_prefill) * 1000
@@ -139,11 +141,12 @@ class Engine:
         return build_prompt(self.tok, req.text, req.offset, req.settings.context_tokens, self.loaded.fim)
 
 
-def rank(drafts: list[Draft]) -> list[Draft]:
-    """Distinct non-empty drafts: the first (greedy) draft leads, the rest by score."""
+def rank(drafts: list[Draft], greedy_first: bool = True) -> list[Draft]:
+    """Distinct non-empty drafts by score; the greedy draft, if any, leads."""
     seen: set[str] = set()
     out: list[Draft] = []
-    for d in drafts[:1] + sorted(drafts[1:], key=lambda d: d.score, reverse=True):
+    head = drafts[:1] if greedy_first else []
+    for d in head + sorted(drafts[len(head) :], key=lambda d: d.score, reverse=True):
         if d.text.strip() and d.text not in seen:
             seen.add(d.text)
             out.append(d)

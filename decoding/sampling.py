@@ -84,9 +84,16 @@ def decode_draft(
     temperature: float = 0.0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    branch: int = 0,
 ) -> Draft:
-    """Decode one draft from `logits` [V] (the prediction after the prompt in the cache)."""
+    """Decode one draft from `logits` [V] (the prediction after the prompt in the cache).
+
+    `branch` = i > 0 takes the i-th most likely token at the first free step (after the
+    healed text), then goes on greedily: distinct drafts that each start where the model
+    itself hesitates.
+    """
     active = list(monitors)
+    branched = branch == 0
     out = bytearray()
     draft = Draft("")
     reason = "max_tokens"
@@ -103,7 +110,11 @@ def decode_draft(
             reason = "monitor"  # the constraint cannot be met: end the draft, never crash
             break
         scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
-        token = choose(scores, temperature, top_p, generator)
+        if not branched and len(out) >= len(heal):
+            branched = True
+            token = int(torch.topk(scores, branch + 1).indices[-1])
+        else:
+            token = choose(scores, temperature, top_p, generator)
         if token in eos_ids:
             reason = "eos"
             break
@@ -119,7 +130,8 @@ def decode_draft(
                 break
         logits = backend.step(torch.tensor([[token]]))[0, -1]
     healed = len(out) >= len(heal)
-    draft.text = rules.finish(bytes(out[len(heal) :]).decode("utf-8", errors="ignore")) if healed else ""
+    text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
+    draft.text = rules.finish(text, complete=reason in ("rule", "eos")) if healed else ""
     draft.stop_reason = reason
     n = len(draft.token_ids)
     ms = (time.perf_counter() - t0) * 1000

@@ -73,8 +73,14 @@ class StopRules:
             pos += len(line) + 1
         return None
 
-    def finish(self, text: str) -> str:
-        """Final trim: the stopping cut, trailing blank lines, and overlap with the suffix."""
+    def finish(self, text: str, complete: bool = True) -> str:
+        """Final trim: the stopping cut, trailing blank lines, and overlap with the suffix.
+
+        A draft cut short by a budget (`complete=False`) loses its unfinished last line in
+        block mode, where earlier whole lines make a better suggestion than half a line.
+        """
+        if not complete and self.mode == "block" and "\n" in text.rstrip():
+            text = text[: text.rstrip().rfind("\n")]
         keep = self.cut(text + "\n")  # the last line is complete now
         if keep is not None:
             text = text[:keep]

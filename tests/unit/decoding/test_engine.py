@@ -23,7 +23,7 @@ class NoStop:
     def cut(self, text: str) -> int | None:
         return None
 
-    def finish(self, text: str) -> str:
+    def finish(self, text: str, complete: bool = True) -> str:
         return text
 
 
@@ -175,3 +175,20 @@ def test_top_p_keeps_exactly_the_nucleus() -> None:
     g = torch.Generator().manual_seed(0)
     draws = {choose(logits, 1.0, 0.7, g) for _ in range(200)}
     assert draws == {0, 1}
+
+
+def test_greedy_drafts_branch_at_the_first_free_token(tiny: LoadedModel, engine: Engine) -> None:
+    """Draft i starts with a different token right after the healed text, then is greedy."""
+    text = "x = 1\n"
+    r = engine.complete(CompletionRequest(text, len(text), settings=_settings(drafts=3, maxNewTokens=4)))
+    heal = build_prompt(tiny.tokenizer, text, len(text), 1536).heal.encode()
+    assert len(r.drafts) >= 2
+    firsts = []
+    for d in r.drafts:
+        assert engine.vocab.text_bytes(d.token_ids).startswith(heal)
+        n, k = 0, 0
+        while n < len(heal):  # the branch is the first token after the healed bytes
+            n += len(engine.vocab.token_bytes(d.token_ids[k]))
+            k += 1
+        firsts.append(d.token_ids[k])
+    assert len(set(firsts)) == len(firsts)

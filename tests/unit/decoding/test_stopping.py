@@ -53,3 +53,11 @@ def test_mode_auto_and_indent() -> None:
     assert resolve_mode("line", "") == "line"
     assert indent_width("\t x") == 9
     assert indent_width("    x") == 4
+
+
+def test_a_draft_cut_by_a_budget_drops_its_unfinished_line_in_block_mode() -> None:
+    rules = StopRules("block", "    ", "")
+    assert rules.finish("a = 1\n    b = items[", complete=False) == "a = 1"
+    assert rules.finish("a = 1\n    b = items[", complete=True) == "a = 1\n    b = items["
+    assert rules.finish("b = items[", complete=False) == "b = items["  # nothing better to show
+    assert StopRules("line", "x = ", "").finish("items[0] +", complete=False) == "items[0] +"
