@@ -50,7 +50,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class Engine:
-    """Runs completion requests on one loaded model; thread-safe (one request at a time)."""
+    """Runs completion requests on one loaded model; thread-safe (one request at a time).
+
+    The engine owns the backend's KV cache: use one engine per loaded model.
+    """
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
@@ -72,7 +75,9 @@ class Engine:
 
     def _prefill(self, ids: list[int], reuse: bool) -> tuple[torch.Tensor, int]:
         """Bring the cache to `ids`, computing only what differs; logits [V] and tokens reused."""
-        keep = common_prefix(self.cached, ids) if reuse else 0
+        # The engine owns its backend's cache; if something else reset it, start over.
+        stale = self.backend.length != len(self.cached)
+        keep = common_prefix(self.cached, ids) if reuse and not stale else 0
         keep = min(keep, len(ids) - 1)  # the last prompt token must run to give logits
         if self.backend.batch != 1:
             self.backend.reset(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,6 @@ from models.loading import LoadedModel, _cache_valid, _gguf_cache_dir, ensure_gg
 from models.registry import DEFAULT_MODEL, ModelNotFoundError, resolve
 
 SMOL_VOCAB = 49152
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on a busy 2-core machine, 2 OpenMP threads make small matmuls ~1000x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- resolve ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ the tolerance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,15 +24,6 @@ from models.loading import LoadedModel, random_state, tiny_config
 VOCAB = 512
 ATOL = 1e-4
 STD = 0.15  # random weight scale: big enough for peaked attention and O(1) logits
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on a busy 2-core machine, 2 OpenMP threads make small matmuls ~1000x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _variant(name: str) -> dict[str, Any]:
