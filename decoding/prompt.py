@@ -36,8 +36,27 @@ def _line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in re.finditer("\n", text)]
 
 
+MAX_CHARS_PER_TOKEN = 16
+"""No token is longer than this on average over a window, so a prefix tail of
+`budget * MAX_CHARS_PER_TOKEN` characters always holds a full window."""
+
+
+def _region_start(prefix: str, budget: int) -> int:
+    """Offset of a quantized line start leaving at least budget * 16 characters, or 0."""
+    need = budget * MAX_CHARS_PER_TOKEN
+    if len(prefix) <= 2 * need:
+        return 0
+    starts = _line_starts(prefix[: len(prefix) - need])[::LINE_QUANTUM]
+    return starts[-1] if len(starts) > 1 else 0
+
+
 def prefix_window(tok: Tokenizer, prefix: str, budget: int) -> tuple[int, list[int], list[tuple[int, int]]]:
     """Start offset, ids and offsets of the prefix window (at most `budget` tokens)."""
+    region = _region_start(prefix, budget)
+    if region:
+        # A huge prefix: tokenize only a generous tail of it, starting on a quantized line.
+        start, ids, offs = prefix_window(tok, prefix[region:], budget)
+        return region + start, ids, offs
     ids, offs = tok.encode_offsets(prefix)
     if len(ids) <= budget:
         return 0, ids, offs

@@ -47,7 +47,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     path = Path(args.path)
     try:
-        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+        text = path.read_bytes().decode("utf-8", errors="replace")  # never written back
     except OSError as e:
         print(f"draftls: cannot read {path}: {e.strerror}", file=sys.stderr)
         return 2

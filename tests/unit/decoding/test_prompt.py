@@ -79,3 +79,17 @@ def test_suffix_is_kept_for_stopping(tok: Tokenizer) -> None:
     text = "print(\n)\nx = 1\n"
     p = build_prompt(tok, text, 6, 512)
     assert p.prefix == "print(" and p.suffix == "\n)\nx = 1\n" and not p.fim
+
+
+def test_huge_file_window_matches_the_plain_one(tok: Tokenizer) -> None:
+    """On a huge prefix only a tail is tokenized, and the window is the one a full pass would pick."""
+    import decoding.prompt as prompt_mod
+
+    text = _long_file(3000)
+    p = build_prompt(tok, text, len(text), 200)
+    assert prompt_mod._region_start(text, 200) > 0  # the shortcut is taken
+    # The same window computed over the tail alone (no shortcut possible) agrees.
+    tail_start = prompt_mod._region_start(text, 200)
+    q = build_prompt(tok, text[tail_start:], len(text) - tail_start, 200)
+    assert p.ids == q.ids and p.window_start == tail_start + q.window_start
+    assert len(p.ids) <= 200 and text.endswith(_body(tok, p.ids) + p.heal)
