@@ -96,7 +96,7 @@ class Engine:
     def _complete(self, req: CompletionRequest, cancelled: Callable[[], bool]) -> CompletionResult:
         s = req.settings
         t0 = time.perf_counter()
-        prompt = build_prompt(self.tok, req.text, req.offset, s.context_tokens, self.loaded.fim)
+        prompt = build_prompt(self.tok, req.text, req.offset, s.context_tokens, self.loaded.fim, s.token_healing)
         t_prompt = time.perf_counter()
         logits, reused = self._prefill(prompt.ids, s.kv_reuse)
         t_prefill = time.perf_counter()

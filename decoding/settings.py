@@ -31,6 +31,7 @@ class Settings:
     top_p: float = 0.95
     seed: int = 0
     kv_reuse: bool = True
+    token_healing: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, base: "Settings | None" = None) -> tuple["Settings", list[str]]:

@@ -1,4 +1,4 @@
-"""The `draftls` command: `complete` (headless, one cursor) and, in later issues, `serve` and `batch`."""
+"""The `draftls` command: `complete` (one cursor) and `batch` (a file of cases); `serve` comes later."""
 
 from __future__ import annotations
 
@@ -27,13 +27,22 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--no-kv-reuse", action="store_false", dest="kv_reuse", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="set",
+                   help="any setting by its wire name, e.g. --set maxNewTokens=32 (value parsed as JSON)")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the command line; unset flags keep the defaults."""
     names = ["model", "device", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
              "temperature", "seed", "kv_reuse"]
-    given = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    given: dict[str, object] = {}
+    for item in getattr(args, "set", []):
+        name, _, raw = item.partition("=")
+        try:
+            given[name.strip()] = json.loads(raw)
+        except ValueError:
+            given[name.strip()] = raw  # a bare string such as --set mode=line
+    given |= {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
     settings, warnings = Settings.from_dict(given)
     for w in warnings:
         print(f"draftls: {w}", file=sys.stderr)
@@ -80,6 +89,42 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from decoding.engine import Engine
+    from lsp.batch import format_summary, load_cases, run_batch
+    from models.loading import load_model
+
+    settings = settings_from_args(args)
+    try:
+        with open(args.cases, encoding="utf-8") as f:
+            cases, errors = load_cases(f)
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"draftls: cannot read {args.cases}: {e}", file=sys.stderr)
+        return 2
+    for err in errors:
+        print(f"draftls: skipped bad case, {err}", file=sys.stderr)
+    cases = cases[: args.limit] if args.limit else cases
+    if not cases:
+        print("draftls: no valid cases to run", file=sys.stderr)
+        return 2
+    workspace = Path(args.workspace or Path(args.cases).resolve().parent).resolve()
+    loaded = load_model(settings.model, device=settings.device)
+    engine = Engine(loaded)
+    progress = sys.stderr.isatty() and not args.quiet
+    out = open(args.out, "w", encoding="utf-8") if args.out else None
+    try:
+        summary = run_batch(engine, cases, settings, workspace, out, progress)
+    finally:
+        if out is not None:
+            out.close()
+    print(f"{len(cases)} cases ({len(errors)} skipped), model {loaded.spec.name}, "
+          f"decoder {settings.decoder}, drafts {settings.drafts}, mode {settings.mode}")
+    print(format_summary(summary))
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps({"settings": settings.to_wire(), "summary": summary}, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="draftls", description="Code completion with a local LM steered by static analysis.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
@@ -91,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help='print {"drafts": [...], "timings": {...}}')
     _settings_args(c)
     c.set_defaults(func=cmd_complete)
+    b = sub.add_parser("batch", help="complete every case of a JSONL file and print a scored summary")
+    b.add_argument("cases", help='JSONL, one case a line: {"id", "kind", "file", "line", "character", "text", '
+                                 '"target", "ident"?}')
+    b.add_argument("--out", help="write every case's drafts, timings and metrics here (JSONL)")
+    b.add_argument("--workspace", help="folder the cases' `file` paths are relative to (default: the cases' folder)")
+    b.add_argument("--limit", type=int, help="run only the first N valid cases")
+    b.add_argument("--summary-json", help="also write the summary as JSON here")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _settings_args(b)
+    b.set_defaults(func=cmd_batch)
     return p
 
 

@@ -70,3 +70,21 @@ def test_cli_reports_a_bad_model_path_clearly(tmp_path: Path) -> None:
     r = _run_cli("complete", str(src), "--line", "0", "--character", "0", "--model", str(tmp_path / "nope"))
     assert r.returncode == 2
     assert "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_batch_on_real_cases(smol_engine: Engine, tmp_path: Path) -> None:
+    """The default model through batch mode: the list method is found, and scored as found."""
+    from lsp.batch import load_cases, run_batch
+
+    text = "def collect(n):\n    items = []\n    for i in range(n):\n        items.\n    return items\n"
+    lines = [
+        json.dumps({"id": "d1", "kind": "deref", "file": "m.py", "line": 3, "character": 14, "text": text,
+                    "target": "append(i)", "ident": "append"}),
+        json.dumps({"id": "l1", "kind": "line", "file": "m.py", "line": 0, "character": 0,
+                    "text": "import os\n", "target": "import os"}),  # cursor at the start of a full line
+    ]
+    cases, errors = load_cases(lines)
+    assert not errors
+    summary = run_batch(smol_engine, cases, QUICK, tmp_path)
+    assert summary["deref"]["ident_top"] == 1.0 and summary["deref"]["cases"] == 1
+    assert summary["all"]["cases"] == 2 and summary["all"]["tokens_per_s"] > 0
