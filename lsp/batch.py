@@ -124,7 +124,9 @@ def run_batch(
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
         by_kind.setdefault(case.kind, []).append((s, record["timings"]))
     summary: dict[str, dict[str, float]] = {}
-    groups = {**by_kind, "all": [x for rows in by_kind.values() for x in rows]} if by_kind else {}
+    groups = {k: by_kind[k] for k in sorted(by_kind)}
+    if by_kind:
+        groups["all"] = [x for k in sorted(by_kind) for x in by_kind[k]]
     for kind, rows in groups.items():
         timings = [t for _, t in rows]
         summary[kind] = summarize(

@@ -1,0 +1,152 @@
+"""Quality and speed of named configurations on the dev set, side by side in one run.
+
+    .venv/bin/python benchmarks/run_devset.py [--configs hf-generate,greedy,greedy-3] [--limit N]
+        [--cases benchmarks/devset.jsonl] [--write BENCHMARKS.md]
+
+Every configuration sees the same cases in the same order. `hf-generate` is the plain
+baseline: the same prefix window, tokenized as it is (no token healing), greedy
+`transformers.generate` until the end of the line. The draftls rows run the engine of
+`draftls batch`. With --write, the table replaces the dev-set section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_core import machine  # noqa: E402
+from decoding.engine import CompletionRequest, CompletionResult, Engine  # noqa: E402
+from decoding.prompt import prefix_window  # noqa: E402
+from decoding.sampling import Draft  # noqa: E402
+from decoding.settings import Settings  # noqa: E402
+from lsp.batch import format_summary, load_cases, run_batch  # noqa: E402
+from models.loading import LoadedModel, load_model  # noqa: E402
+
+START, END = "<!-- devset:start -->", "<!-- devset:end -->"
+
+# name -> (description, settings in wire names); "hf-generate" is handled apart.
+CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
+    "hf-generate": ("transformers.generate, greedy, plain prompt (baseline)", {"drafts": 1}),
+    "greedy": ("draftls greedy, 1 draft", {"drafts": 1}),
+    "greedy-no-heal": ("draftls greedy, 1 draft, no token healing", {"drafts": 1, "tokenHealing": False}),
+    "greedy-3": ("draftls greedy, 3 drafts (branching)", {"drafts": 3}),
+    "sampling-3": ("draftls sampling, 3 drafts", {"drafts": 3, "decoder": "sampling"}),
+}
+
+
+def hf_completer(loaded: LoadedModel, settings: Settings) -> Callable[[CompletionRequest], CompletionResult]:
+    """Plain transformers: the prefix window as it is, greedy generate until a newline."""
+    from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
+
+    hf = AutoModelForCausalLM.from_pretrained(loaded.info["dir"], dtype=torch.float32).eval()
+    tok = loaded.tokenizer
+
+    class Newline(StoppingCriteria):
+        def __init__(self, start: int):
+            self.start = start
+
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
+            done = "\n" in tok.decode(input_ids[0, self.start :].tolist())
+            return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
+
+    def complete(req: CompletionRequest) -> CompletionResult:
+        t0 = time.perf_counter()
+        start, ids, _ = prefix_window(tok, req.text[: req.offset], settings.context_tokens)
+        ids = ([tok.doc_start_id] if start == 0 and tok.doc_start_id is not None else []) + ids
+        prompt = torch.tensor([ids])
+        with torch.inference_mode():
+            out = hf.generate(prompt, max_new_tokens=settings.max_new_tokens, do_sample=False,
+                              stopping_criteria=StoppingCriteriaList([Newline(len(ids))]),
+                              pad_token_id=min(tok.eos_ids), eos_token_id=sorted(tok.eos_ids))
+        new = out[0, len(ids) :].tolist()
+        text = tok.decode(new).split("\n", 1)[0].rstrip()
+        total = (time.perf_counter() - t0) * 1000
+        drafts = [Draft(text, new, [])] if text.strip() else []
+        # generate() does not split prefill from decode: count its whole time as decoding.
+        return CompletionResult(drafts, {"total_ms": total, "decode_ms": total, "generated_tokens": len(new)})
+
+    return complete
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", type=Path, default=ROOT / "benchmarks" / "devset.jsonl")
+    p.add_argument("--workspace", type=Path, default=ROOT / "benchmarks" / "workspace")
+    p.add_argument("--configs", default="hf-generate,greedy,greedy-no-heal,greedy-3")
+    p.add_argument("--limit", type=int, help="first N cases of each kind")
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", type=Path, help="folder for per-configuration results JSONL")
+    p.add_argument("--write", type=Path, help="replace the dev-set section of this Markdown file")
+    args = p.parse_args()
+
+    cases, errors = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
+    if errors:
+        print(f"{len(errors)} bad cases skipped: {errors[:3]}", file=sys.stderr)
+    if args.limit:
+        taken: dict[str, int] = {}
+        kept = []
+        for c in cases:
+            taken[c.kind] = taken.get(c.kind, 0) + 1
+            if taken[c.kind] <= args.limit:
+                kept.append(c)
+        cases = kept
+    # Cases of one file next to each other: what an editor session looks like to the KV cache.
+    cases.sort(key=lambda c: (c.file, c.line))
+    loaded = load_model(args.model)
+    names = [n.strip() for n in args.configs.split(",") if n.strip()]
+    rows: list[str] = []
+    raw: dict[str, object] = {}
+    for name in names:
+        desc, wire = CONFIGS[name]
+        settings = Settings.from_dict({"model": loaded.spec.name, **wire})[0]
+        engine = Engine(loaded)  # a fresh cache per configuration
+        complete = hf_completer(loaded, settings) if name == "hf-generate" else None
+        out = None
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            out = open(args.out / f"{name}.jsonl", "w", encoding="utf-8")
+        t = time.perf_counter()
+        summary = run_batch(engine, cases, settings, args.workspace.resolve(), out, sys.stderr.isatty(), complete)
+        if out:
+            out.close()
+        print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        raw[name] = summary
+        table = format_summary(summary).splitlines()
+        if not rows:
+            rows = ["| config " + table[0], "|---" + table[1]]
+        rows += [f"| {name}: {desc} " + line for line in table[2:]]
+    limit = f" --limit {args.limit}" if args.limit else ""
+    section = "\n".join([
+        START,
+        f"Command: `.venv/bin/python benchmarks/run_devset.py --configs {','.join(names)}{limit}`  ",
+        f"Machine: {machine()}  ",
+        f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, float32, CPU. "
+        f"{len(cases)} cases from `{args.cases.name}`; default settings unless the row says otherwise.",
+        "",
+        *rows,
+        END,
+    ])
+    print(section)
+    if args.out:
+        (args.out / "summary.json").write_text(json.dumps(raw, indent=1))
+    if args.write:
+        doc = args.write.read_text()
+        if START in doc and END in doc:
+            doc = doc[: doc.index(START)] + section + doc[doc.index(END) + len(END) :]
+        else:
+            doc = doc.rstrip() + "\n\n## Dev-set quality and latency (issue 3)\n\n" + section + "\n"
+        args.write.write_text(doc)
+
+
+if __name__ == "__main__":
+    main()
