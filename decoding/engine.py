@@ -106,13 +106,18 @@ class Engine:
         if self.loaded.fim is not None:
             eos |= self.loaded.fim.stop_ids(self.tok)
         healer = HealingMonitor(self.vocab, prompt.heal.encode())
-        budget = Budget(s.max_new_tokens, t0 + s.time_budget_ms / 1000, cancelled)
+        deadline = t0 + s.time_budget_ms / 1000
+        # A slow cold prefill must not starve the suggestion itself: the first draft always
+        # gets at least half the budget after the prompt is read.
+        first = Budget(s.max_new_tokens, max(deadline, t_prefill + s.time_budget_ms / 2000), cancelled)
+        rest = Budget(s.max_new_tokens, deadline, cancelled)
         drafts: list[Draft] = []
+        sampled = s.decoder == "sampling"
         for i in range(s.drafts):
-            if cancelled():
+            budget = first if i == 0 else rest
+            if cancelled() or (i > 0 and time.perf_counter() > deadline):
                 break
             # Greedy: draft i branches at the i-th best first token. Sampling: seeded draws.
-            sampled = s.decoder == "sampling"
             gen = torch.Generator().manual_seed(s.seed + i) if sampled else None
             draft = decode_draft(
                 self.backend, logits, self.vocab, [healer.fork()], rules, prompt.heal.encode(), eos, budget,

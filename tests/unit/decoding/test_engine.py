@@ -192,3 +192,20 @@ def test_greedy_drafts_branch_at_the_first_free_token(tiny: LoadedModel, engine:
             k += 1
         firsts.append(d.token_ids[k])
     assert len(set(firsts)) == len(firsts)
+
+
+def test_slow_prefill_leaves_the_first_draft_time(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When reading the prompt eats the whole budget, the first draft still decodes; others don't start."""
+    engine = Engine(tiny)
+    real = engine.backend.prefill
+
+    def slow(ids: torch.Tensor, all_logits: bool = False) -> torch.Tensor:
+        time.sleep(0.3)
+        return real(ids, all_logits)
+
+    monkeypatch.setattr(engine.backend, "prefill", slow)
+    s = _settings(drafts=3, timeBudgetMs=200, maxNewTokens=3)
+    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
+    assert r.timings["generated_tokens"] >= 1
+    assert r.timings["prefill_ms"] >= 300
+    assert len(r.drafts) <= 1
