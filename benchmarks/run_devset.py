@@ -41,7 +41,42 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-no-heal": ("draftls greedy, 1 draft, no token healing", {"drafts": 1, "tokenHealing": False}),
     "greedy-3": ("draftls greedy, 3 drafts (branching)", {"drafts": 3}),
     "sampling-3": ("draftls sampling, 3 drafts", {"drafts": 3, "decoder": "sampling"}),
+    "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
+
+
+def llamacpp_completer(
+    loaded: LoadedModel, settings: Settings, python: str, gguf: str
+) -> Callable[[CompletionRequest], CompletionResult]:
+    """llama.cpp in a worker process (its own venv), fed the same prompt token ids as hf-generate."""
+    import subprocess
+
+    worker = subprocess.Popen(
+        [python, str(ROOT / "benchmarks" / "llamacpp_worker.py"), gguf, str(torch.get_num_threads())],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert worker.stdout is not None and worker.stdin is not None
+    json.loads(worker.stdout.readline())  # ready
+
+    def complete(req: CompletionRequest) -> CompletionResult:
+        t0 = time.perf_counter()
+        ids = plain_prompt(loaded, req, settings)
+        worker.stdin.write(json.dumps({"ids": ids, "max_tokens": settings.max_new_tokens}) + "\n")
+        worker.stdin.flush()
+        ans = json.loads(worker.stdout.readline())
+        text = ans["text"].split("\n", 1)[0].rstrip()
+        total = (time.perf_counter() - t0) * 1000
+        drafts = [Draft(text, ans["ids"], [])] if text.strip() else []
+        return CompletionResult(drafts, {"total_ms": total, "decode_ms": ans["ms"], "generated_tokens": len(ans["ids"])})
+
+    return complete
+
+
+def plain_prompt(loaded: LoadedModel, req: CompletionRequest, settings: Settings) -> list[int]:
+    """The prefix window tokenized as it is: what a plain client sends (no healing, no FIM)."""
+    tok = loaded.tokenizer
+    start, ids, _ = prefix_window(tok, req.text[: req.offset], settings.context_tokens)
+    return ([tok.doc_start_id] if start == 0 and tok.doc_start_id is not None else []) + ids
 
 
 def hf_completer(loaded: LoadedModel, settings: Settings) -> Callable[[CompletionRequest], CompletionResult]:
@@ -61,8 +96,7 @@ def hf_completer(loaded: LoadedModel, settings: Settings) -> Callable[[Completio
 
     def complete(req: CompletionRequest) -> CompletionResult:
         t0 = time.perf_counter()
-        start, ids, _ = prefix_window(tok, req.text[: req.offset], settings.context_tokens)
-        ids = ([tok.doc_start_id] if start == 0 and tok.doc_start_id is not None else []) + ids
+        ids = plain_prompt(loaded, req, settings)
         prompt = torch.tensor([ids])
         with torch.inference_mode():
             out = hf.generate(prompt, max_new_tokens=settings.max_new_tokens, do_sample=False,
@@ -87,6 +121,7 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--out", type=Path, help="folder for per-configuration results JSONL")
     p.add_argument("--write", type=Path, help="replace the dev-set section of this Markdown file")
+    p.add_argument("--llamacpp-python", help="a Python with llama-cpp-python, for the llama-cpp row")
     args = p.parse_args()
 
     cases, errors = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
@@ -110,7 +145,13 @@ def main() -> None:
         desc, wire = CONFIGS[name]
         settings = Settings.from_dict({"model": loaded.spec.name, **wire})[0]
         engine = Engine(loaded)  # a fresh cache per configuration
-        complete = hf_completer(loaded, settings) if name == "hf-generate" else None
+        complete = None
+        if name == "hf-generate":
+            complete = hf_completer(loaded, settings)
+        elif name == "llama-cpp":
+            if not args.llamacpp_python:
+                raise SystemExit("the llama-cpp row needs --llamacpp-python (see benchmarks/llamacpp_worker.py)")
+            complete = llamacpp_completer(loaded, settings, args.llamacpp_python, loaded.spec.location)
         out = None
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

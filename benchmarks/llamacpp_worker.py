@@ -1,0 +1,41 @@
+"""llama.cpp reference worker: run by a separate Python that has llama-cpp-python (not a dependency).
+
+Reads JSON lines `{"ids": [...], "max_tokens": N}` on stdin and answers each with
+`{"ids": [...], "text": "...", "ms": ...}`: greedy decoding of the same prompt token ids
+until the end of the line. llama.cpp keeps the KV cache of the previous prompt and reuses
+its longest common prefix, as llama.vscode's server does.
+
+    python3 -m venv /tmp/llamacpp-venv
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON" \\
+        /tmp/llamacpp-venv/bin/pip install llama-cpp-python==0.3.36
+"""
+
+import json
+import sys
+import time
+
+from llama_cpp import Llama
+
+
+def main() -> None:
+    llm = Llama(model_path=sys.argv[1], n_ctx=4096, n_threads=int(sys.argv[2]), verbose=False)
+    eos = llm.token_eos()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        req = json.loads(line)
+        t = time.perf_counter()
+        out: list[int] = []
+        text = b""
+        for tok in llm.generate(req["ids"], top_k=1, temp=0.0, reset=True):
+            if tok == eos or len(out) >= req["max_tokens"]:
+                break
+            out.append(tok)
+            text += llm.detokenize([tok])
+            if b"\n" in text:
+                break
+        ms = (time.perf_counter() - t) * 1000
+        print(json.dumps({"ids": out, "text": text.decode("utf-8", errors="ignore"), "ms": ms}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
