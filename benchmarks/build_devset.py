@@ -35,6 +35,10 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import jedi
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,6 +68,8 @@ MIN_LINE_CODE = 20  # characters of code on a `line` case's line, after the inde
 MIN_TARGET = 4
 P_MID_WORD = 0.25  # share of `line` cases with the cursor inside an identifier
 P_PREFERRED = 0.8  # otherwise, share placed after an operator, opening bracket or keyword
+P_KEEP_IMPORT = 0.3  # import lines are a fifth of short statements; keep them a minority
+MAX_PER_IDENT = 2  # `super().__init__` alone would otherwise be a tenth of the deref cases
 MAX_TRIES = 600  # jedi checks per package for `deref`, to bound the build time
 CLOSERS = {")", "]", "}"}
 # Token types whose text hides code inside a string (3.12+ tokenizes f-strings piecewise).
@@ -219,7 +225,7 @@ def deref_candidates(src: Source, rows: dict[int, list[tokenize.TokenInfo]], cle
     return out
 
 
-def jedi_resolves(src: Source, row: int, col: int, ident: str, project: object) -> bool:
+def jedi_resolves(src: Source, row: int, col: int, ident: str, project: jedi.Project) -> bool:
     """True when jedi finds `ident` in another module of the package and completes it at the cut."""
     import jedi
 
@@ -298,8 +304,8 @@ def file_rounds(per_file: list[list]) -> Iterator:
         depth += 1
 
 
-def sample_package(kind: str, pkg: str, sources: list[Source], rng: random.Random, project: object,
-                   taken: set[tuple[str, int]], seen_lines: set[str]) -> Iterator[dict]:
+def sample_package(kind: str, pkg: str, sources: list[Source], rng: random.Random, project: jedi.Project,
+                   taken: set[tuple[str, int]], seen_lines: set[str], idents: dict[str, int]) -> Iterator[dict]:
     """Yield accepted cases of one kind for one package, in a seeded order, checking lazily."""
     rows_of = {s.rel: line_tokens(s) for s in sources}
     clean_of = {s.rel: clean_rows(s, rows_of[s.rel]) for s in sources}
@@ -329,6 +335,8 @@ def sample_package(kind: str, pkg: str, sources: list[Source], rng: random.Rando
         if (src.rel, row) in taken or line in seen_lines:
             continue
         if kind == "deref":
+            if idents.get(ident, 0) >= MAX_PER_IDENT:
+                continue
             if tries >= MAX_TRIES:
                 print(f"  {pkg}: gave up after {tries} jedi checks", file=sys.stderr)
                 return
@@ -336,7 +344,10 @@ def sample_package(kind: str, pkg: str, sources: list[Source], rng: random.Rando
             if not jedi_resolves(src, row, col, ident, project):
                 continue
             case = make_case(src, kind, row, col, ident)
+            idents[ident] = idents.get(ident, 0) + 1
         else:
+            if line.startswith(("import ", "from ")) and rng.random() >= P_KEEP_IMPORT:
+                continue
             col = line_cursor(src, rows_of[src.rel][row], rng)
             if col is None:
                 continue
@@ -349,7 +360,13 @@ def sample_package(kind: str, pkg: str, sources: list[Source], rng: random.Rando
 def build(workspace: Path, per_kind: int, seed: int) -> list[dict]:
     """Sample `per_kind` cases of each kind, round-robin over the packages."""
     import jedi
+    import parso.cache
 
+    # parso evicts parsed modules whose last use (for pickles loaded from ~/.cache/parso: the
+    # time they were pickled) is over 10 min old once 600 are cached, while jedi still holds
+    # them; jedi then raises KeyError in get_parso_cache_node (jedi#1888). That made results
+    # depend on the disk cache; a build parses only a few hundred modules, so never evict.
+    parso.cache._CACHED_SIZE_TRIGGER = 10**9
     project = jedi.Project(workspace)
     sources: dict[str, list[Source]] = {}
     for pkg in sorted(PINS):
@@ -359,11 +376,12 @@ def build(workspace: Path, per_kind: int, seed: int) -> list[dict]:
     cases: list[dict] = []
     taken: set[tuple[str, int]] = set()  # (file, row): one case per line over both kinds
     seen_lines: set[str] = set()  # the same code line in two places would be a duplicate case
+    idents: dict[str, int] = {}  # deref cases per attribute name
     for kind in KINDS:
         t0 = time.perf_counter()
         # String seeds hash with SHA-512 inside random, so they do not depend on PYTHONHASHSEED.
         gens = {pkg: sample_package(kind, pkg, sources[pkg], random.Random(f"{seed}:{kind}:{pkg}"),
-                                    project, taken, seen_lines) for pkg in sorted(PINS)}
+                                    project, taken, seen_lines, idents) for pkg in sorted(PINS)}
         count = 0
         while count < per_kind and gens:
             for pkg in list(gens):
