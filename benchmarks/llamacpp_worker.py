@@ -1,7 +1,7 @@
 """llama.cpp reference worker: run by a separate Python that has llama-cpp-python (not a dependency).
 
 Reads JSON lines `{"ids": [...], "max_tokens": N}` on stdin and answers each with
-`{"ids": [...], "text": "...", "ms": ...}`: greedy decoding of the same prompt token ids
+`{"ids": [...], "text": "...", "ms": ..., "first_ms": ...}` (time to the first token): greedy decoding of the same prompt token ids
 until the end of the line. llama.cpp keeps the KV cache of the previous prompt and reuses
 its longest common prefix, as llama.vscode's server does.
 
@@ -26,15 +26,19 @@ def main() -> None:
         t = time.perf_counter()
         out: list[int] = []
         text = b""
+        first = None
         for tok in llm.generate(req["ids"], top_k=1, temp=0.0, reset=True):
+            first = first or time.perf_counter()
             if tok == eos or len(out) >= req["max_tokens"]:
                 break
             out.append(tok)
             text += llm.detokenize([tok])
             if b"\n" in text:
                 break
-        ms = (time.perf_counter() - t) * 1000
-        print(json.dumps({"ids": out, "text": text.decode("utf-8", errors="ignore"), "ms": ms}), flush=True)
+        end = time.perf_counter()
+        ans = {"ids": out, "text": text.decode("utf-8", errors="ignore"), "ms": (end - t) * 1000,
+               "first_ms": ((first or end) - t) * 1000}
+        print(json.dumps(ans), flush=True)
 
 
 if __name__ == "__main__":

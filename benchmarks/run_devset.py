@@ -64,12 +64,18 @@ def llamacpp_completer(
         worker.stdin.write(json.dumps({"ids": ids, "max_tokens": settings.max_new_tokens}) + "\n")
         worker.stdin.flush()
         ans = json.loads(worker.stdout.readline())
+        end = time.perf_counter()
         text = ans["text"].split("\n", 1)[0].rstrip()
-        total = (time.perf_counter() - t0) * 1000
         drafts = [Draft(text, ans["ids"], [])] if text.strip() else []
-        return CompletionResult(drafts, {"total_ms": total, "decode_ms": ans["ms"], "generated_tokens": len(ans["ids"])})
+        first = end - (ans["ms"] - ans["first_ms"]) / 1000
+        return CompletionResult(drafts, baseline_timings(t0, first, end, len(ans["ids"])))
 
     return complete
+
+
+def baseline_timings(t0: float, first: float, end: float, n: int) -> dict[str, float]:
+    """Timings of a baseline; decoding counts from its first token, as the engine's does."""
+    return {"total_ms": (end - t0) * 1000, "decode_ms": (end - first) * 1000, "generated_tokens": max(n - 1, 0)}
 
 
 def plain_prompt(loaded: LoadedModel, req: CompletionRequest, settings: Settings) -> list[int]:
@@ -90,7 +96,10 @@ def hf_completer(loaded: LoadedModel, settings: Settings) -> Callable[[Completio
         def __init__(self, start: int):
             self.start = start
 
+            self.first: float | None = None  # when the first token was out: prefill ends there
+
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kw: object) -> torch.Tensor:
+            self.first = self.first or time.perf_counter()
             done = "\n" in tok.decode(input_ids[0, self.start :].tolist())
             return torch.full((input_ids.shape[0],), done, dtype=torch.bool)
 
@@ -98,16 +107,16 @@ def hf_completer(loaded: LoadedModel, settings: Settings) -> Callable[[Completio
         t0 = time.perf_counter()
         ids = plain_prompt(loaded, req, settings)
         prompt = torch.tensor([ids])
+        stop = Newline(len(ids))
         with torch.inference_mode():
             out = hf.generate(prompt, max_new_tokens=settings.max_new_tokens, do_sample=False,
-                              stopping_criteria=StoppingCriteriaList([Newline(len(ids))]),
+                              stopping_criteria=StoppingCriteriaList([stop]),
                               pad_token_id=min(tok.eos_ids), eos_token_id=sorted(tok.eos_ids))
+        end = time.perf_counter()
         new = out[0, len(ids) :].tolist()
         text = tok.decode(new).split("\n", 1)[0].rstrip()
-        total = (time.perf_counter() - t0) * 1000
         drafts = [Draft(text, new, [])] if text.strip() else []
-        # generate() does not split prefill from decode: count its whole time as decoding.
-        return CompletionResult(drafts, {"total_ms": total, "decode_ms": total, "generated_tokens": len(new)})
+        return CompletionResult(drafts, baseline_timings(t0, stop.first or end, end, len(new)))
 
     return complete
 
