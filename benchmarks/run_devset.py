@@ -176,6 +176,8 @@ def main() -> None:
             rows = ["| config " + table[0], "|---" + table[1]]
         rows += [f"| {name}: {desc} " + line for line in table[2:]]
     limit = f" --limit {args.limit}" if args.limit else ""
+    if "llama-cpp" in names:
+        limit += " --llamacpp-python /tmp/llamacpp-venv/bin/python"  # see llamacpp_worker.py
     section = "\n".join([
         START,
         f"Command: `.venv/bin/python benchmarks/run_devset.py --configs {','.join(names)}{limit}`  ",
