@@ -1,4 +1,4 @@
-"""The `draftls` command: `complete` (one cursor) and `batch` (a file of cases); `serve` comes later."""
+"""The `draftls` command: `serve` (the language server), `complete` (one cursor) and `batch` (a file of cases)."""
 
 from __future__ import annotations
 
@@ -125,10 +125,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lsp.server import serve
+
+    # Command-line settings are the base; the client's settings override them.
+    serve(settings_from_args(args), tcp=args.tcp, host=args.host)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="draftls", description="Code completion with a local LM steered by static analysis.")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the language server (stdio unless --tcp)")
+    s.add_argument("--tcp", type=int, metavar="PORT", help="listen on a TCP port instead of stdio (debugging)")
+    s.add_argument("--host", default="127.0.0.1", help="address for --tcp (default 127.0.0.1)")
+    _settings_args(s)
+    s.set_defaults(func=cmd_serve)
     c = sub.add_parser("complete", help="complete one position of a file and print the drafts")
     c.add_argument("path")
     c.add_argument("--line", type=int, required=True, help="0-based line")
