@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 Encoding = Literal["utf-16", "utf-8", "utf-32"]
@@ -15,31 +16,34 @@ def _units(ch: str, encoding: Encoding) -> int:
     return len(ch.encode("utf-8", errors="surrogatepass"))
 
 
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
 def line_starts(text: str) -> list[int]:
     """Offsets where each line begins; \\n, \\r\\n and \\r all end a line, as in LSP."""
-    starts = [0]
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\r" and i + 1 < n and text[i + 1] == "\n":
-            i += 1
-        if ch in "\r\n":
-            starts.append(i + 1)
-        i += 1
-    return starts
+    return [0] + [m.end() for m in _NEWLINE.finditer(text)]
+
+
+def _line_span(text: str, line: int) -> tuple[int, int] | None:
+    """(start, end) of a line without its line break, or None past the last line; stops scanning there."""
+    start, n = 0, 0
+    for n, m in enumerate(_NEWLINE.finditer(text), 1):
+        if n - 1 == line:
+            return start, m.start()
+        start = m.end()
+    return (start, len(text)) if line == n else None
 
 
 def to_offset(text: str, line: int, character: int, encoding: Encoding = "utf-16") -> int:
     """String offset of a position; past the end of a line or the document clamps to it."""
-    starts = line_starts(text)
     if line < 0:
         return 0
-    if line >= len(starts):
+    span = _line_span(text, line)
+    if span is None:
         return len(text)
-    start = starts[line]
-    end = starts[line + 1] if line + 1 < len(starts) else len(text)
-    while end > start and text[end - 1] in "\r\n":
-        end -= 1
+    start, end = span
+    if encoding == "utf-32" or (encoding == "utf-16" and text.isascii()):
+        return min(start + max(character, 0), end)
     units = 0
     for i in range(start, end):
         if units >= character:
@@ -51,12 +55,16 @@ def to_offset(text: str, line: int, character: int, encoding: Encoding = "utf-16
 def to_position(text: str, offset: int, encoding: Encoding = "utf-16") -> tuple[int, int]:
     """(line, character) of a string offset."""
     offset = max(0, min(offset, len(text)))
-    starts = line_starts(text)
-    lo, hi = 0, len(starts) - 1
-    while lo < hi:  # last line start <= offset
-        mid = (lo + hi + 1) // 2
-        if starts[mid] <= offset:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo, sum(_units(ch, encoding) for ch in text[starts[lo] : offset])
+    head = text[:offset]
+    line = len(_NEWLINE.findall(head))
+    if head.endswith("\r") and text[offset : offset + 1] == "\n":
+        line -= 1  # between \r and \n of one line break: still on the line it ends
+    start = 0
+    if line:
+        start = max(head.rfind("\n"), head.rfind("\r")) + 1
+        if head.endswith("\r") and text[offset : offset + 1] == "\n":
+            start = max(head[:-1].rfind("\n"), head[:-1].rfind("\r")) + 1
+    seg = text[start:offset]
+    if encoding == "utf-32" or seg.isascii():
+        return line, len(seg)
+    return line, sum(_units(ch, encoding) for ch in seg)
