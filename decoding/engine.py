@@ -42,6 +42,38 @@ class CompletionResult:
     timings: dict[str, float]
 
 
+@dataclass
+class _Answered:
+    """The last request that ran the model: its text around the cursor, its settings and drafts."""
+
+    prefix: str
+    suffix: str
+    settings: Settings
+    drafts: list[Draft]
+
+
+def typed_through(last: _Answered | None, req: CompletionRequest) -> list[Draft] | None:
+    """The last drafts still valid after the user typed their first characters, minus those; None if none.
+
+    Editors ask again after every keystroke; when the new text is the old one plus a few
+    characters that a draft predicted, the rest of that draft is the answer, at no cost.
+    """
+    if last is None or last.settings != req.settings:
+        return None
+    prefix = req.text[: req.offset]
+    if not prefix.startswith(last.prefix) or req.text[req.offset :] != last.suffix:
+        return None
+    typed = prefix[len(last.prefix) :]
+    if "\n" in typed or "\r" in typed:
+        return None
+    left = [
+        Draft(d.text[len(typed) :], d.token_ids, d.logprobs, d.stop_reason, {**d.stats, "typed_through": len(typed)})
+        for d in last.drafts
+        if d.text.startswith(typed) and d.text[len(typed) :].strip()
+    ]
+    return left or None
+
+
 def common_prefix(a: list[int], b: list[int]) -> int:
     """Length of the longest common prefix of two id lists."""
     n = min(len(a), len(b))
@@ -64,7 +96,8 @@ class Engine:
         self.vocab = VocabIndex(self.tok.hf, loaded.backend.config.vocab_size)
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
-        self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0}
+        self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0, "typed_through": 0}
+        self.last: _Answered | None = None
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -106,6 +139,12 @@ class Engine:
     def _complete(self, req: CompletionRequest, cancelled: Callable[[], bool]) -> CompletionResult:
         s = req.settings
         t0 = time.perf_counter()
+        if s.kv_reuse and (left := typed_through(self.last, req)) is not None:
+            self.stats["typed_through"] += 1
+            ms = (time.perf_counter() - t0) * 1000
+            return CompletionResult(left, {"total_ms": ms, "prompt_ms": ms, "prefill_ms": 0.0, "decode_ms": 0.0,
+                                           "prompt_tokens": 0, "reused_tokens": 0, "prefilled_tokens": 0,
+                                           "generated_tokens": 0, "ms_per_token": 0.0, "typed_through": 1.0})
         prompt = build_prompt(self.tok, req.text, req.offset, s.context_tokens, self.loaded.fim, s.token_healing)
         t_prompt = time.perf_counter()
         logits, reused = self._prefill(prompt.ids, s.kv_reuse, cancelled)
@@ -141,6 +180,8 @@ class Engine:
             self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
             drafts.append(draft)
         ranked = rank(drafts, greedy_first=not sampled)
+        if not cancelled():  # a cancelled request's drafts may be cut short: do not serve them again
+            self.last = _Answered(req.text[: req.offset], req.text[req.offset :], s, ranked)
         t_end = time.perf_counter()
         n_tokens = sum(len(d.token_ids) for d in drafts)
         decode_ms = (t_end - t_prefill) * 1000

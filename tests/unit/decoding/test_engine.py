@@ -78,6 +78,7 @@ def test_kv_reuse_gives_the_same_drafts_as_a_cold_run(tiny: LoadedModel) -> None
     text = CODE * 3
     warm.complete(CompletionRequest(text, len(text), settings=_settings()))
     edited = text + "i"
+    warm.last = None  # measure the KV path, not the typed-through drafts
     a = warm.complete(CompletionRequest(edited, len(edited), settings=_settings()))
     b = cold.complete(CompletionRequest(edited, len(edited), settings=_settings(kvReuse=False)))
     assert a.timings["reused_tokens"] >= a.timings["prompt_tokens"] - 4
@@ -91,6 +92,7 @@ def test_one_character_edit_in_a_long_file_prefills_a_few_tokens(tiny: LoadedMod
     first = engine.complete(CompletionRequest(text, len(text), settings=_settings(maxNewTokens=1)))
     assert first.timings["prompt_tokens"] > 1200
     edited = text + "d"
+    engine.last = None
     again = engine.complete(CompletionRequest(edited, len(edited), settings=_settings(maxNewTokens=1)))
     assert again.timings["prefilled_tokens"] <= 4
 
@@ -209,3 +211,35 @@ def test_slow_prefill_leaves_the_first_draft_time(tiny: LoadedModel, monkeypatch
     assert r.timings["generated_tokens"] >= 1
     assert r.timings["prefill_ms"] >= 300
     assert len(r.drafts) <= 1
+
+
+def test_typing_the_start_of_a_draft_serves_the_rest_without_the_model(tiny: LoadedModel) -> None:
+    engine = Engine(tiny)
+    text = "def area(r):\n    return "
+    tail = "\n\nprint(area(2))\n"
+    doc = text + tail
+    first = engine.complete(CompletionRequest(doc, len(text), settings=_settings(drafts=3)))
+    assert first.drafts
+    calls = engine.stats["requests"]
+    typed = first.drafts[0].text[:2]
+    doc2 = text + typed + tail
+    again = engine.complete(CompletionRequest(doc2, len(text) + 2, settings=_settings(drafts=3)))
+    assert again.timings.get("typed_through") == 1.0 and engine.stats["requests"] == calls
+    expected = [d.text[2:] for d in first.drafts if d.text.startswith(typed) and d.text[2:].strip()]
+    assert [d.text for d in again.drafts] == expected
+    # Anything else goes back to the model: another character, other settings, a changed
+    # suffix, a new line, or reuse switched off.
+    other = next(c for c in "qzx#@" if not any(d.text.startswith(c) for d in first.drafts))
+    misses = [
+        CompletionRequest(text + other + tail, len(text) + 1, settings=_settings(drafts=3)),
+        CompletionRequest(doc2, len(text) + 2, settings=_settings(drafts=2)),
+        CompletionRequest(text + typed + tail + "#", len(text) + 2, settings=_settings(drafts=3)),
+        CompletionRequest(text + "\n" + tail, len(text) + 1, settings=_settings(drafts=3)),
+        CompletionRequest(doc2, len(text) + 2, settings=_settings(drafts=3, kvReuse=False)),
+    ]
+    remembered = engine.last
+    for req in misses:
+        engine.last = remembered  # each case against the first answer
+        before = engine.stats["requests"]
+        result = engine.complete(req)
+        assert "typed_through" not in result.timings and engine.stats["requests"] == before + 1
