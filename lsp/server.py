@@ -283,7 +283,10 @@ class DraftServer(LanguageServer):
             self.stats.last_cancelled = r.timings
 
     def encoding(self) -> Encoding:
-        enc = str(self.workspace.position_encoding or "utf-16")
+        try:
+            enc = str(self.workspace.position_encoding or "utf-16")
+        except RuntimeError:  # not initialized yet
+            return "utf-16"
         return enc if enc in ("utf-8", "utf-16", "utf-32") else "utf-16"  # type: ignore[return-value]
 
     def drafts_for(self, text: str, offset: int, result: CompletionResult) -> tuple[types.Range, list[str]]:
@@ -293,8 +296,8 @@ class DraftServer(LanguageServer):
         enc = self.encoding()
         rng = types.Range(_pos(text, start, enc), _pos(text, offset, enc))
         inserts = []
-        for d in result.drafts[: max(self.settings.drafts, 1)]:
-            if d.text and typed + d.text not in inserts:
+        for d in result.drafts:
+            if d.text.strip() and typed + d.text not in inserts and len(inserts) < self.settings.drafts:
                 inserts.append(typed + d.text)
         self.stats.shown += len(inserts)
         return rng, inserts

@@ -310,3 +310,20 @@ async def test_a_model_that_fails_to_load_leaves_a_working_server(broken: Langua
     items = (await inline(broken, uri, 1, 6)).items  # UTF-8: "q = é" is 6 bytes
     assert items and all(i.range == types.Range(types.Position(1, 4), types.Position(1, 6)) for i in items)
     assert all(i.insert_text.startswith("é") for i in items)
+
+
+async def test_huge_documents_are_served_from_their_tail(ls_tiny: LanguageClient):
+    await wait_state(ls_tiny, "ready")
+    uri = "file:///tmp/draftls_huge.py"
+    body = "".join(f"value_{i} = compute({i}, 'ü')\n" for i in range(150_000))  # ~4.5 MB
+    open_doc(ls_tiny, uri, body + "result = value_")
+    last = body.count("\n")
+    items = (await inline(ls_tiny, uri, last, 15)).items
+    assert items and all(i.insert_text.startswith("value_") for i in items)
+    assert all(i.range.start == types.Position(last, 9) for i in items)
+    # An edit at the top of the huge document is applied incrementally, and the text is intact.
+    edit(ls_tiny, uri, (0, 0), (0, 0), "# header\n")
+    items = (await inline(ls_tiny, uri, last + 1, 15)).items
+    assert items and all(i.range.start == types.Position(last + 1, 9) for i in items)
+    s = await status(ls_tiny)
+    assert s["state"] == "ready" and s["last"]["prompt_tokens"] <= s["settings"]["contextTokens"] + 8

@@ -80,14 +80,28 @@ async def test_inline_completion_at_a_dereference_in_real_code(smol_server: Lang
     cold = (await status(smol_server))["last"]
     assert cold["prefilled_tokens"] > 500  # the whole window was read
 
-    # Type the first character of the suggestion: the next request reuses the cache.
+    # Type the first character of the suggestion: the rest of the drafts is the answer, at once.
     typed = texts[0][0]
-    smol_server.text_document_did_change(types.DidChangeTextDocumentParams(
-        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
-        content_changes=[types.TextDocumentContentChangePartial(
-            range=types.Range(types.Position(line, col), types.Position(line, col)), text=typed)]))
+    version = 1
+
+    def type_char(character: int, c: str) -> None:
+        nonlocal version
+        version += 1
+        smol_server.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(line, character), types.Position(line, character)), text=c)]))
+
+    type_char(col, typed)
     second = (await ask(col + 1)).items
     assert second and all(i.range.start == types.Position(line, col) for i in second)
-    assert second[0].insert_text.startswith(typed)
+    assert second[0].insert_text == texts[0]  # the typed word plus the rest of the same draft
+    assert (await status(smol_server))["last"].get("typed_through") == 1
+    # Type something no draft predicted: the model runs again, from the KV cache.
+    other = next(c for c in "qzxkv" if not any(t[1:2] == c for t in texts))
+    type_char(col + 1, other)
+    third = (await ask(col + 2)).items
+    assert all(i.insert_text.startswith(typed + other) for i in third)
     warm = (await status(smol_server))["last"]
+    assert "typed_through" not in warm
     assert warm["reused_tokens"] > 500 and warm["prefilled_tokens"] < 10
