@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 import logging
+import os
 import re
+import struct
+import tempfile
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
+from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 
@@ -144,6 +152,155 @@ def _successor(data: bytes) -> bytes | None:
     return data[:-1] + bytes([data[-1] + 1])
 
 
+# ---- identifiers -------------------------------------------------------------------
+
+# Bytes that cannot continue a Python identifier: ASCII outside [A-Za-z0-9_], as closed
+# ranges in byte order. Bytes >= 0x80 can belong to a non-ASCII identifier character, so
+# they never break a name.
+_BREAK_RANGES = ((0x00, 0x2F), (0x3A, 0x40), (0x5B, 0x5E), (0x60, 0x60), (0x7B, 0x7F))
+# The same as bisect bounds: a token is `rest + b + ...` with b in a range exactly when it
+# sorts in [rest + lower, rest + upper).
+_BREAK_BOUNDS = tuple((bytes([lo]), bytes([hi + 1])) for lo, hi in _BREAK_RANGES)
+BREAK_BYTES: frozenset[int] = frozenset(b for lo, hi in _BREAK_RANGES for b in range(lo, hi + 1))
+
+
+def _as_bytes(name: str | bytes | bytearray | memoryview) -> bytes:
+    return name.encode("utf-8") if isinstance(name, str) else bytes(name)
+
+
+# ---- on-disk cache -------------------------------------------------------------------
+
+# The environment variable that moves the on-disk cache (a directory) or turns it off
+# ("0", "off", "false", "no" or "none").
+CACHE_ENV = "DRAFTLS_VOCAB_CACHE"
+_FORMAT_VERSION = 1
+_MAGIC = b"DLSVOCAB"
+# magic, format version, vocab size, number of non-empty tokens, length of the bytes blob.
+# Then: u32 length per id, u8 special flag per id, u32 ids in byte order, the blob (every
+# id's bytes in id order), and the SHA-256 of everything before it.
+_HEADER = struct.Struct("<8sIIII")
+_DIGEST = 32
+
+
+def _code_digest() -> bytes:
+    # The cached bytes come from this module's decoding rules: any edit of it starts a
+    # fresh cache, so that a fix of token_decoder never meets stale files.
+    try:
+        return hashlib.sha256(Path(__file__).read_bytes()).digest()
+    except OSError:
+        return b""
+
+
+_CODE_DIGEST = _code_digest()
+
+
+def default_cache_dir() -> Path | None:
+    """Where VocabIndex caches token bytes: `$XDG_CACHE_HOME/draftls/vocab`.
+
+    `$DRAFTLS_VOCAB_CACHE` overrides it with another directory, or turns the cache off
+    with "0", "off", "false", "no" or "none". Returns None when the cache is off.
+    """
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env.lower() in ("0", "off", "false", "no", "none"):
+        return None
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory
+            return None
+    return Path(base) / "draftls" / "vocab"
+
+
+def cache_key(tokenizer_json: str, vocab_size: int) -> str:
+    """The cache file's name stem for a tokenizer (its JSON) at a model vocabulary size."""
+    h = hashlib.sha256(f"draftls-vocab/{_FORMAT_VERSION}/{vocab_size}/".encode())
+    h.update(_CODE_DIGEST)
+    h.update(tokenizer_json.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:40]
+
+
+_Table = tuple[list[bytes], np.ndarray, list[int]]  # bytes per id, special flags [V], ids in byte order
+
+
+def _dump_table(path: Path, pieces: list[bytes], special: np.ndarray, sorted_ids: list[int]) -> None:
+    """Write the table to `path` atomically (a temporary file, then os.replace)."""
+    blob = b"".join(pieces)
+    body = b"".join([
+        _HEADER.pack(_MAGIC, _FORMAT_VERSION, len(pieces), len(sorted_ids), len(blob)),
+        np.fromiter(map(len, pieces), dtype="<u4", count=len(pieces)).tobytes(),
+        np.asarray(special, dtype=np.uint8).tobytes(),
+        np.asarray(sorted_ids, dtype="<u4").tobytes(),
+        blob,
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.write(hashlib.sha256(body).digest())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _load_table(path: Path, size: int) -> _Table:
+    """Read a table written by _dump_table; raises ValueError or OSError when unusable."""
+    data = path.read_bytes()
+    if len(data) < _HEADER.size + _DIGEST:
+        raise ValueError("truncated")
+    body = memoryview(data)[:-_DIGEST]
+    if hashlib.sha256(body).digest() != data[-_DIGEST:]:
+        raise ValueError("checksum mismatch")
+    magic, version, n, n_sorted, n_blob = _HEADER.unpack_from(body)
+    if magic != _MAGIC or version != _FORMAT_VERSION or n != size:
+        raise ValueError("another format or vocabulary size")
+    at = _HEADER.size
+    if len(body) != at + 5 * n + 4 * n_sorted + n_blob:
+        raise ValueError("wrong length")
+    lengths = np.frombuffer(body, dtype="<u4", count=n, offset=at)
+    at += 4 * n
+    special_np = np.frombuffer(body, dtype=np.uint8, count=n, offset=at)
+    at += n
+    sorted_np = np.frombuffer(body, dtype="<u4", count=n_sorted, offset=at)
+    at += 4 * n_sorted
+    if (int(lengths.sum()) != n_blob or (n_sorted and int(sorted_np.max()) >= n)
+            or int(np.count_nonzero(lengths)) != n_sorted or not lengths[sorted_np].all()):
+        raise ValueError("inconsistent table")
+    blob = data[at:at + n_blob]
+    offsets = list(accumulate(lengths.tolist(), initial=0))
+    pieces = [blob[a:b] for a, b in zip(offsets, offsets[1:])]
+    return pieces, special_np != 0, sorted_np.tolist()
+
+
+def _decode_table(tokenizer: Tokenizer, tokenizer_json: str, size: int) -> _Table:
+    """Decode every token's bytes from the tokenizer itself (the slow path)."""
+    decode = token_decoder(json.loads(tokenizer_json))
+    added = tokenizer.get_added_tokens_decoder()
+    pieces = [b""] * size
+    special = [False] * size
+    for text, i in tokenizer.get_vocab(with_added_tokens=True).items():
+        if i >= size:
+            continue  # the model cannot emit it
+        token = added.get(i)
+        if token is not None and token.special:
+            special[i] = True
+        else:
+            pieces[i] = decode(token.content if token is not None else text)
+    # Ids sorted by their bytes, for range queries.
+    sorted_ids = sorted((i for i in range(size) if pieces[i]), key=pieces.__getitem__)
+    return pieces, np.array(special, dtype=bool), sorted_ids
+
+
+# ---- the index -----------------------------------------------------------------------
+
+
 class VocabIndex:
     """The bytes of every token of one tokenizer, with prefix queries and cached masks.
 
@@ -153,41 +310,74 @@ class VocabIndex:
 
     Masks are bool tensors [vocab_size] and may come from a shared LRU cache of
     `cache_size` entries: callers must never change them in place.
+
+    The decoded bytes are cached on disk in `cache_dir` (True: `default_cache_dir()`;
+    None or False: no disk cache), one file per tokenizer JSON and vocabulary size. An
+    unreadable or corrupt file is rebuilt; a cache that cannot be written is skipped.
     """
 
     def __init__(self, tokenizer: Tokenizer, vocab_size: int | None = None,
-                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
-        decode = token_decoder(json.loads(tokenizer.to_str()))
+                 cache_size: int = DEFAULT_CACHE_SIZE,
+                 cache_dir: Path | str | bool | None = True) -> None:
+        t0 = time.perf_counter()
         size = tokenizer.get_vocab_size(with_added_tokens=True) if vocab_size is None else vocab_size
         self.vocab_size: int = size
-        added = tokenizer.get_added_tokens_decoder()
-        pieces = [b""] * size
-        special = [False] * size
-        for text, i in tokenizer.get_vocab(with_added_tokens=True).items():
-            if i >= size:
-                continue  # the model cannot emit it
-            token = added.get(i)
-            if token is not None and token.special:
-                special[i] = True
-            else:
-                pieces[i] = decode(token.content if token is not None else text)
+        tokenizer_json = tokenizer.to_str()
+        if cache_dir is True:
+            directory = default_cache_dir()
+        elif cache_dir is None or cache_dir is False or cache_dir == "":
+            directory = None
+        else:
+            directory = Path(cache_dir)
+        # The disk cache file (None when off), and whether this index came from it.
+        self.cache_path: Path | None = (
+            directory / f"{cache_key(tokenizer_json, size)}.vocab" if directory is not None else None)
+        self.from_cache: bool = False
+        table: _Table | None = None
+        if self.cache_path is not None:
+            try:
+                table = _load_table(self.cache_path, size)
+                self.from_cache = True
+            except FileNotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001 - a bad cache file is never fatal
+                log.warning("vocabulary cache %s is unusable (%s); rebuilding it", self.cache_path, e)
+        if table is None:
+            table = _decode_table(tokenizer, tokenizer_json, size)
+            if self.cache_path is not None:
+                try:
+                    _dump_table(self.cache_path, *table)
+                except Exception as e:  # noqa: BLE001 - nor is a cache that cannot be written
+                    log.warning("cannot write the vocabulary cache %s: %s", self.cache_path, e)
+        pieces, special, sorted_ids = table
         self._pieces: list[bytes] = pieces
-        self.special: torch.Tensor = torch.tensor(special, dtype=torch.bool)  # [V], do not mutate
+        self.special: torch.Tensor = torch.from_numpy(special)  # [V], do not mutate
 
         # Ids sorted by their bytes for range queries, and bytes -> ids for exact lookups
         # (ids can share bytes, e.g. "<0x41>" and "A").
-        self._sorted_ids: list[int] = sorted((i for i in range(size) if pieces[i]),
-                                             key=pieces.__getitem__)
-        self._keys: list[bytes] = [pieces[i] for i in self._sorted_ids]
-        self._sorted_ids_t = torch.tensor(self._sorted_ids, dtype=torch.long)
-        self._by_bytes: dict[bytes, list[int]] = {}
-        for i in self._sorted_ids:
-            self._by_bytes.setdefault(pieces[i], []).append(i)
-        self._max_len = max((len(b) for b in self._keys), default=0)
+        self._sorted_ids: list[int] = sorted_ids
+        self._keys: list[bytes] = [pieces[i] for i in sorted_ids]
+        self._sorted_ids_np = np.asarray(sorted_ids, dtype=np.int64)
+        self._sorted_ids_t = torch.from_numpy(self._sorted_ids_np)
+        self._by_bytes: dict[bytes, list[int]] = {k: [i] for k, i in zip(self._keys, sorted_ids)}
+        if len(self._by_bytes) != len(self._keys):  # shared bytes: lists of several ids
+            self._by_bytes = {}
+            for i, piece in zip(sorted_ids, self._keys):
+                self._by_bytes.setdefault(piece, []).append(i)
+        self._max_len = max(map(len, self._keys), default=0)
+        # Slices of the byte order holding the tokens that start with a break byte.
+        self._break_start: list[tuple[int, int]] = []
+        for lower, upper in _BREAK_BOUNDS:
+            a = bisect.bisect_left(self._keys, lower)
+            b = bisect.bisect_left(self._keys, upper, a)
+            if a < b:
+                self._break_start.append((a, b))
+        self._fixed: dict[str, torch.Tensor] = {}  # masks that never leave the cache
 
         self._cache_size = cache_size
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()  # the server may decode on several threads
+        self.build_seconds: float = time.perf_counter() - t0
 
     def token_bytes(self, token_id: int) -> bytes:
         """Return the bytes `token_id` adds to the text when decoded in sequence."""
@@ -228,6 +418,130 @@ class VocabIndex:
         That is `prefixes_of(text) ∪ starting_with(text)`, cached per text; do not mutate.
         """
         return self._cached(("forced", text), lambda: self._build_forced(text))
+
+    # ---- names (monitor-guided decoding) -------------------------------------------
+
+    def name_prefix_ids(self, names: Iterable[str | bytes], typed: bytes = b"") -> list[int]:
+        """Return the ids (sorted) of tokens t with `typed + t` a prefix of a name, or equal to one.
+
+        Names are str (UTF-8 encoded) or bytes. Only non-empty, non-special tokens count.
+        """
+        rests, _ = self._name_rests(names, bytes(typed))
+        return sorted(set(self._prefix_ids(rests)))
+
+    def name_completion_ids(self, names: Iterable[str | bytes], typed: bytes = b"") -> list[int]:
+        """Return the ids (sorted) of tokens t with `typed + t` = name + break byte + anything.
+
+        A break byte cannot continue an identifier (ASCII, not [A-Za-z0-9_]): the token
+        finishes the name and goes on with `(`, `.`, a space, a newline... If `typed`
+        itself already holds a name and a break byte, every non-empty token qualifies.
+        """
+        rests, beyond = self._name_rests(names, bytes(typed))
+        return sorted({i for a, b in self._completion_slices(rests, beyond)
+                       for i in self._sorted_ids[a:b]})
+
+    def name_mask(self, names: Iterable[str | bytes], typed: bytes = b"") -> torch.Tensor:
+        """Return the mask [V] of `name_prefix_ids ∪ name_completion_ids` (cached; do not mutate).
+
+        Cached per (frozenset(names), typed): pass the same frozenset at every step to
+        make a hit cost next to nothing.
+        """
+        key = ("names", frozenset(names), bytes(typed))
+        return self._cached(key, lambda: self._build_names(key[1], key[2]))
+
+    def ident_continuation_mask(self) -> torch.Tensor:
+        """Return the mask [V] of tokens whose first byte can continue an identifier.
+
+        That is [A-Za-z0-9_] or any byte >= 0x80; do not mutate.
+        """
+        mask = self._fixed.get("ident")
+        if mask is None:
+            sel = np.ones(len(self._keys), dtype=bool)
+            for a, b in self._break_start:
+                sel[a:b] = False
+            mask = self._fixed.setdefault("ident", self._sorted_mask(sel))
+        return mask
+
+    def break_start_mask(self) -> torch.Tensor:
+        """Return the mask [V] of non-empty, non-special tokens whose first byte is a break byte.
+
+        The complement of `ident_continuation_mask` over those tokens; do not mutate.
+        """
+        mask = self._fixed.get("break")
+        if mask is None:
+            sel = np.zeros(len(self._keys), dtype=bool)
+            for a, b in self._break_start:
+                sel[a:b] = True
+            mask = self._fixed.setdefault("break", self._sorted_mask(sel))
+        return mask
+
+    def _name_rests(self, names: Iterable[str | bytes], typed: bytes) -> tuple[set[bytes], bool]:
+        """Return what remains of each name that starts with `typed`, and whether `typed`
+        already goes past a name with a break byte."""
+        n = len(typed)
+        rests: set[bytes] = set()
+        beyond = False
+        for name in names:
+            name = _as_bytes(name)
+            if name.startswith(typed):
+                rests.add(name[n:])
+            elif len(name) < n and typed.startswith(name) and typed[len(name)] in BREAK_BYTES:
+                beyond = True
+        return rests, beyond
+
+    def _prefix_ids(self, rests: Iterable[bytes]) -> list[int]:
+        """Ids of the non-empty tokens that are a prefix of one of `rests` (may repeat)."""
+        get = self._by_bytes.get
+        ids: list[int] = []
+        for rest in rests:
+            for k in range(1, min(len(rest), self._max_len) + 1):
+                found = get(rest[:k])
+                if found is not None:
+                    ids.extend(found)
+        return ids
+
+    def _completion_slices(self, rests: Iterable[bytes], beyond: bool) -> list[tuple[int, int]]:
+        """Slices of the byte order holding the tokens `rest + break byte + anything`."""
+        keys = self._keys
+        if beyond:
+            return [(0, len(keys))]
+        out: list[tuple[int, int]] = []
+        for rest in rests:
+            if not rest:
+                out.extend(self._break_start)  # `typed` is a whole name: a break must come next
+                continue
+            lo, hi = self._range(rest)
+            found = self._by_bytes.get(rest)
+            if found is not None:
+                lo += len(found)  # `rest` itself sorts first; only longer tokens can go on
+            for lower, upper in _BREAK_BOUNDS:
+                if lo >= hi:
+                    break
+                a = bisect.bisect_left(keys, rest + lower, lo, hi)
+                lo = bisect.bisect_left(keys, rest + upper, a, hi)
+                if lo > a:
+                    out.append((a, lo))
+        return out
+
+    def _build_names(self, names: frozenset[str | bytes], typed: bytes) -> torch.Tensor:
+        rests, beyond = self._name_rests(names, typed)
+        sel = np.zeros(len(self._keys), dtype=bool)
+        for a, b in self._completion_slices(rests, beyond):
+            sel[a:b] = True
+        mask = np.zeros(self.vocab_size, dtype=bool)  # [V]
+        mask[self._sorted_ids_np[sel]] = True
+        prefix = self._prefix_ids(rests)
+        if prefix:
+            mask[prefix] = True
+        return torch.from_numpy(mask)
+
+    def _sorted_mask(self, sel: np.ndarray) -> torch.Tensor:
+        """Return the mask [V] of the tokens selected in byte order."""
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        mask[self._sorted_ids_np[sel]] = True
+        return torch.from_numpy(mask)
+
+    # ---- internals -------------------------------------------------------------------
 
     def _build_forced(self, text: bytes) -> torch.Tensor:
         lo, hi = self._range(text)
