@@ -15,7 +15,11 @@ from decoding.sampling import Budget, Draft, decode_draft
 from decoding.settings import Settings
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
+from monitors.analysis import Analysis
+from monitors.base import Monitor
 from monitors.healing import HealingMonitor
+from monitors.names import MonitorStats, NameMonitor
+from monitors.syntax import SyntaxMonitor, initial_state
 from monitors.vocab import VocabIndex
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,7 @@ class Engine:
         self.backend = loaded.backend
         self.tok = loaded.tokenizer
         self.vocab = VocabIndex(self.tok.hf, loaded.backend.config.vocab_size)
+        self.analysis = Analysis()  # jedi, shared by all requests (its caches are per workspace)
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0, "typed_through": 0}
@@ -147,6 +152,8 @@ class Engine:
                                            "generated_tokens": 0, "ms_per_token": 0.0, "typed_through": 1.0})
         prompt = build_prompt(self.tok, req.text, req.offset, s.context_tokens, self.loaded.fim, s.token_healing)
         t_prompt = time.perf_counter()
+        deadline = t0 + s.time_budget_ms / 1000
+        monitors, mstats = self._monitors(req, prompt, deadline)  # before prefill: jedi starts meanwhile
         logits, reused = self._prefill(prompt.ids, s.kv_reuse, cancelled)
         t_prefill = time.perf_counter()
         if logits is None:
@@ -158,11 +165,12 @@ class Engine:
         eos = set(self.tok.eos_ids)
         if self.loaded.fim is not None:
             eos |= self.loaded.fim.stop_ids(self.tok)
-        healer = HealingMonitor(self.vocab, prompt.heal.encode())
-        deadline = t0 + s.time_budget_ms / 1000
         # A slow cold prefill must not starve the suggestion itself: the first draft always
         # gets at least half the budget after the prompt is read.
         first = Budget(s.max_new_tokens, max(deadline, t_prefill + s.time_budget_ms / 2000), cancelled)
+        for m in monitors:
+            if isinstance(m, NameMonitor):
+                m.extend_deadline(first.deadline)  # jedi started with the prefill; it may use the first draft's time
         rest = Budget(s.max_new_tokens, deadline, cancelled)
         drafts: list[Draft] = []
         sampled = s.decoder == "sampling"
@@ -173,7 +181,7 @@ class Engine:
             # Greedy: draft i branches at the i-th best first token. Sampling: seeded draws.
             gen = torch.Generator().manual_seed(s.seed + i) if sampled else None
             draft = decode_draft(
-                self.backend, logits, self.vocab, [healer.fork()], rules, prompt.heal.encode(), eos, budget,
+                self.backend, logits, self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos, budget,
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
                 branch=0 if sampled else i,
             )
@@ -199,7 +207,33 @@ class Engine:
             "generated_tokens": n_tokens,
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
+        if mstats is not None:
+            timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
+                        "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}
         return CompletionResult(ranked, timings)
+
+    def warm(self, text: str, path: str | None, workspace: str | None) -> None:
+        """Let static analysis read a document in the background (an editor just opened it)."""
+        self.analysis.warm(text, path, workspace)
+
+    def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
+        """The monitors of one request (each draft gets forks): healing, and with `monitors` on, syntax and names."""
+        monitors: list[Monitor] = [HealingMonitor(self.vocab, prompt.heal.encode())]
+        if not req.settings.monitors:
+            return monitors, None
+        stats = MonitorStats()
+        before = prompt.prefix[: len(prompt.prefix) - len(prompt.heal)]  # generation re-types the healed text
+        try:
+            t0 = time.perf_counter()
+            lex = initial_state(before)
+            syntax = SyntaxMonitor(self.vocab, lex)
+            stats.ms += (time.perf_counter() - t0) * 1000
+            names = NameMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
+                                deadline, stats, lex=lex, heal=prompt.heal)
+            monitors += [syntax, names]
+        except Exception:  # analysis must never cost the suggestion itself
+            log.exception("monitors unavailable for this request")
+        return monitors, stats
 
     def prompt_for(self, req: CompletionRequest) -> Prompt:
         """The prompt a request would use (for inspection and tests)."""

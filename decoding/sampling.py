@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,8 @@ from decoding.stopping import StopRules
 from models.backend import Backend
 from monitors.base import Monitor
 from monitors.vocab import VocabIndex
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,16 +63,31 @@ def choose(logits: Tensor, temperature: float, top_p: float, generator: torch.Ge
 
 
 def combined_mask(monitors: list[Monitor]) -> Tensor | None:
-    """AND of the active monitors' masks; drops monitors that are done."""
+    """AND of the active monitors' masks; drops monitors that are done or that fail."""
     mask = None
     for m in list(monitors):
-        if m.done:
+        try:
+            if m.done:
+                monitors.remove(m)
+                continue
+            allowed = m.allowed()
+        except Exception:  # a broken monitor steps aside; the draft goes on
+            log.exception("monitor %s failed; decoding goes on without it", type(m).__name__)
             monitors.remove(m)
             continue
-        allowed = m.allowed()
         if allowed is not None:
             mask = allowed if mask is None else mask & allowed
     return mask
+
+
+def accept_all(monitors: list[Monitor], token: int) -> None:
+    """Advance every monitor by `token`; one that fails is dropped."""
+    for m in list(monitors):
+        try:
+            m.accept(token)
+        except Exception:
+            log.exception("monitor %s failed; decoding goes on without it", type(m).__name__)
+            monitors.remove(m)
 
 
 def decode_draft(
@@ -120,8 +138,7 @@ def decode_draft(
             break
         draft.token_ids.append(token)
         draft.logprobs.append(float(torch.log_softmax(logits, -1)[token]))
-        for m in active:
-            m.accept(token)
+        accept_all(active, token)
         out += vocab.token_bytes(token)
         if len(out) >= len(heal):
             text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")

@@ -326,6 +326,7 @@ class DraftServer(LanguageServer):
                 "p90": lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else None,
             },
             "last": self.stats.last,
+            "analysis": engine.analysis.stats.as_dict() if engine else None,
             "lastCancelled": self.stats.last_cancelled,
         }
 
@@ -463,6 +464,13 @@ def create_server(base: Settings | None = None) -> DraftServer:
             ))
         # Incomplete: the drafts depend on every character, so the client must ask again.
         return types.CompletionList(is_incomplete=True, items=items)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    @guarded(lambda: None)
+    async def did_open(ls: DraftServer, params: types.DidOpenTextDocumentParams) -> None:
+        # jedi's first look at a file takes about a second: take it now, not in the first request.
+        if ls.engine is not None and ls.settings.monitors and params.text_document.language_id == "python":
+            ls.engine.warm(params.text_document.text, _fs_path(params.text_document.uri), ls.workspace.root_path)
 
     @server.command(STATUS_COMMAND)
     def status(ls: DraftServer, *args: Any) -> dict[str, Any]:

@@ -1,0 +1,213 @@
+"""jedi, once per workspace: the names valid at a point of the code, with a timeout and a cache.
+
+Monitors ask only at triggers (after `obj.`, after `import `), never per token. jedi is not
+thread-safe and its first query in a file can take a second, so every query runs on one
+dedicated thread and the caller waits at most `timeout` seconds: a query that is late,
+raises or finds nothing makes the monitor step aside (the draft goes on unconstrained).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 2.5
+CACHE_SIZE = 512
+
+
+@dataclass
+class AnalysisStats:
+    """What the monitors' static analysis did (summed over requests)."""
+
+    queries: int = 0
+    cache_hits: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    empty: int = 0  # jedi found nothing: the monitor stepped aside
+    dynamic: int = 0  # the object has __getattr__: any name may be valid, so no constraint
+    query_ms: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"queries": self.queries, "cache_hits": self.cache_hits, "timeouts": self.timeouts,
+                "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic,
+                "query_ms": round(self.query_ms, 1)}
+
+
+class Analysis:
+    """Answers "which names may follow here" with jedi; thread-safe, shared by all requests."""
+
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT_S, environment: str = "interpreter"):
+        self.timeout = timeout
+        self.stats = AnalysisStats()
+        self._environment_kind = environment
+        self._environment = None
+        self._projects: dict[str, object] = {}
+        self._cache: OrderedDict[tuple[str, ...], frozenset[str] | None] = OrderedDict()
+        self._inflight: dict[tuple[str, ...], Future[frozenset[str] | None]] = {}
+        self._lock = threading.Lock()
+        # One thread: jedi and parso keep global caches that are not safe to share.
+        self._jedi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draftls-jedi")
+
+    @staticmethod
+    def _key(code: str, offset: int, path: str | None, workspace: str | None) -> tuple[str, ...]:
+        def digest(text: str) -> str:
+            return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+        return digest(code[:offset]), digest(code[offset:]), path or "", workspace or ""
+
+    def prefetch(self, code: str, offset: int, path: str | None, workspace: str | None) -> None:
+        """Start the query now (e.g. while the model reads the prompt); `names` picks it up."""
+        self._submit(self._key(code, offset, path, workspace), code, offset, path, workspace)
+
+    def _submit(self, key: tuple[str, ...], code: str, offset: int, path: str | None,
+                workspace: str | None) -> Future[frozenset[str] | None] | None:
+        with self._lock:
+            if key in self._cache:
+                return None
+            job = self._inflight.get(key)
+            if job is not None:
+                return job
+            self.stats.queries += 1
+            job = self._inflight[key] = self._jedi.submit(self._complete, code, offset, path, workspace)
+        # Outside the lock: a job that is already done runs the callback right here.
+        job.add_done_callback(lambda j: self._finish(key, j))
+        return job
+
+    def _finish(self, key: tuple[str, ...], job: Future[frozenset[str] | None]) -> None:
+        with self._lock:
+            self._inflight.pop(key, None)
+        if job.exception() is None:
+            self._store(key, job.result())
+
+    def names(self, code: str, offset: int, path: str | None, workspace: str | None,
+              deadline: float | None = None) -> frozenset[str] | None:
+        """Completion names jedi gives at `offset` of `code`; None when it cannot decide."""
+        key = self._key(code, offset, path, workspace)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                return self._cache[key]
+        timeout = self.timeout
+        if deadline is not None:  # never more than half of what is left: the draft itself needs time
+            timeout = max(0.05, min(timeout, (deadline - time.perf_counter()) / 2))
+        t0 = time.perf_counter()
+        job = self._submit(key, code, offset, path, workspace)
+        try:
+            if job is None:  # finished between the two looks
+                return self._cache.get(key)
+            # A late query goes on in its thread and fills the cache for the next request.
+            return job.result(timeout=timeout)
+        except FutureTimeout:
+            self.stats.timeouts += 1
+            return None
+        except Exception as e:  # jedi and parso raise on odd code (e.g. jedi#1888): step aside
+            self.stats.errors += 1
+            log.info("jedi failed at offset %d of %s: %r", offset, path, e)
+            return None
+        finally:
+            self.stats.query_ms += (time.perf_counter() - t0) * 1000
+
+    def _store(self, key: tuple[str, ...], result: frozenset[str] | None) -> None:
+        with self._lock:
+            self._cache[key] = result
+            self._cache.move_to_end(key)
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def _complete(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
+        """Runs on the jedi thread."""
+        import jedi
+
+        line = code.count("\n", 0, offset) + 1
+        column = offset - (code.rfind("\n", 0, offset) + 1)
+        script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
+                             environment=self._env())
+        names = frozenset(c.name for c in script.complete(line, column) if c.name)
+        if not names:
+            # The bracket trick (monitors4codegen): unclosed brackets before the cursor can
+            # make jedi give up; close them right after the cursor and ask again.
+            closers = _closers(code[max(0, offset - 4000) : offset])
+            if closers:
+                patched = code[:offset] + closers + "\n" + code[offset:]
+                script = jedi.Script(code=patched, path=path, project=self._project(workspace, path),
+                                     environment=self._env())
+                names = frozenset(c.name for c in script.complete(line, column) if c.name)
+        if not names:
+            self.stats.empty += 1
+            return None
+        if "__getattr__" in names:
+            self.stats.dynamic += 1
+            return None
+        return names
+
+    def _env(self) -> object:
+        import jedi
+
+        if self._environment is None:
+            # In-process: no subprocess per workspace; the server's own sys.path (its venv) is searched.
+            self._environment = jedi.InterpreterEnvironment()
+        return self._environment
+
+    def _project(self, workspace: str | None, path: str | None) -> object:
+        import jedi
+
+        root = workspace or (str(Path(path).parent) if path else ".")
+        project = self._projects.get(root)
+        if project is None:
+            project = self._projects[root] = jedi.Project(root)
+        return project
+
+    def warm(self, code: str, path: str | None, workspace: str | None) -> None:
+        """Parse a document and infer its imports in the background (the first query is the slow one)."""
+        def run() -> None:
+            try:
+                import jedi
+
+                jedi.Script(code=code, path=path, project=self._project(workspace, path),
+                            environment=self._env()).get_names()
+            except Exception as e:
+                log.info("jedi warm-up failed for %s: %r", path, e)
+        self._jedi.submit(run)
+
+
+def _closers(text: str) -> str:
+    """Closing brackets for the brackets left open in `text` (strings and comments skipped, roughly)."""
+    stack: list[str] = []
+    pairs = {"(": ")", "[": "]", "{": "}"}
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif text.startswith(quote, i):
+                i += len(quote) - 1
+                quote = ""
+            elif ch == "\n" and len(quote) == 1:
+                quote = ""
+        elif ch == "#":
+            nl = text.find("\n", i)
+            i = len(text) if nl < 0 else nl
+        elif ch in "'\"":
+            quote = text[i : i + 3] if text[i : i + 3] in ("'''", '"""') else ch
+            i += len(quote) - 1
+        elif ch in pairs:
+            stack.append(pairs[ch])
+        elif ch in ")]}":
+            if stack and stack[-1] == ch:
+                stack.pop()
+            else:
+                stack.clear()  # unbalanced before here: start over
+        i += 1
+    return "".join(reversed(stack))

@@ -1,0 +1,244 @@
+"""The name monitor: after `obj.` and in imports, only names that exist may be generated.
+
+Triggers (checked after every accepted token, on the text so far, in code only):
+- dereference: the text ends with `expr.` (an identifier, `)`, `]`, `}` or a string before
+  the dot; not a number like `1.`);
+- import: `import `, `from pkg import `, or `, ` inside such a list.
+
+At a trigger, jedi (through `Analysis`) gives the valid names, taking the workspace into
+account. Allowed tokens are then those that keep the identifier typed since the trigger on
+a path to one of the names, or that finish a name and go on with a break character. Once a
+name is finished the monitor is quiet until the next trigger. When jedi cannot decide it
+steps aside.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from monitors.analysis import Analysis
+from monitors.syntax import LexState, initial_state
+from monitors.vocab import VocabIndex
+
+_IDENT = re.compile(rb"[A-Za-z0-9_\x80-\xff]")
+_DEREF = re.compile(rb"(?:[A-Za-z0-9_\x80-\xff]|[)\]}'\"])\.\Z")
+_NUMBER = re.compile(rb"(?:^|[^A-Za-z0-9_\x80-\xff.])[0-9][0-9_]*\.\Z")
+# `import`, `from`, `from pkg import`, or a `,` inside such a list; group 1: trailing blanks.
+_IMPORT = re.compile(rb"(?:^|\n)[ \t]*(?:from|import|from[ \t]+[\w.]+[ \t]+import)"
+                     rb"(?:[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*,)*([ \t]*)\Z")
+_MID_WORD = re.compile(r"(?:[\w)\]}'\"])\.(\w+)\Z")
+_TAIL = 512  # bytes of context kept for trigger checks
+
+
+@dataclass
+class MonitorStats:
+    """Per request, shared by the forks of one monitor: what it did and what it cost."""
+
+    triggers: int = 0
+    constrained: int = 0  # tokens chosen under a name constraint
+    stepped_aside: int = 0  # triggers where jedi could not decide
+    violations: int = 0  # accepted tokens the constraint did not allow (another decoder path)
+    ms: float = 0.0  # time in this monitor (jedi waits included)
+    names: list[str] = field(default_factory=list)  # names completed under a constraint
+
+
+@dataclass(frozen=True)
+class _Step:
+    out_len: int
+    lex: LexState
+    names: frozenset[bytes] | None  # the active constraint, or None
+    typed: bytes = b""  # identifier bytes typed since the trigger
+
+
+_RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
+
+
+def seen_attributes(code: str, offset: int) -> frozenset[str]:
+    """Attributes the document itself uses on the same receiver text (`self.md.Meta` elsewhere).
+
+    Attributes assigned dynamically (setattr, an extension that adds `md.Meta`) are
+    invisible to jedi, but code that uses them says they exist.
+    """
+    m = _RECEIVER.search(code, max(0, offset - 200), offset)
+    if m is None:
+        return frozenset()
+    use = re.compile(r"(?<![\w.])" + re.escape(m.group(1)) + r"\.([A-Za-z_]\w*)")
+    return frozenset(u.group(1) for u in use.finditer(code) if u.start() != m.start())
+
+
+class NameMonitor:
+    """Constrains identifiers after dereferences and in import statements (see module doc)."""
+
+    def __init__(self, index: VocabIndex, analysis: Analysis, before: str, after: str,
+                 path: str | None, workspace: str | None, deadline: float | None = None,
+                 stats: MonitorStats | None = None, lex: LexState | None = None, heal: str = "",
+                 _init: bool = True) -> None:
+        self._index = index
+        self._analysis = analysis
+        self._before = before  # the document before the point where generation starts
+        self._after = after  # the document after the cursor
+        self._path = path
+        self._workspace = workspace
+        self._deadline = deadline
+        self.stats = stats or MonitorStats()
+        self._out = bytearray()
+        self._steps: list[_Step] = []
+        self._pending = False
+        if _init:
+            t0 = time.perf_counter()
+            self._steps.append(_Step(0, lex if lex is not None else initial_state(before), None))
+            # The first query is resolved lazily, so that jedi runs while the model reads the prompt.
+            self._pending = self._steps[0].lex.mode == "code"
+            if self._pending and (q := self._query(self._steps[0])) is not None:
+                self._analysis.prefetch(q[0], q[1], path, workspace)
+            elif heal and self._pending:
+                # Healing backs off the last token ("." in `obj.`): the trigger comes when the
+                # first token re-types it, with the same text as the document's. Ask now.
+                probe = NameMonitor(index, analysis, before + heal, after, path, workspace, _init=False)
+                probe._steps.append(_Step(0, self._steps[0].lex.feed(heal.encode("utf-8")), None))
+                if (q := probe._query(probe._steps[0])) is not None:
+                    self._analysis.prefetch(q[0], q[1], path, workspace)
+            self.stats.ms += (time.perf_counter() - t0) * 1000
+
+    def _resolve(self) -> None:
+        if self._pending:
+            self._pending = False
+            start = self._steps[0]
+            step = self._trigger(start)
+            self._steps[0] = step if step.names is not None else self._mid_word(start)
+
+    def extend_deadline(self, deadline: float) -> None:
+        """Let jedi answer until `deadline` (the first draft's, after a slow prefill); before forking."""
+        self._deadline = max(self._deadline or 0.0, deadline)
+
+    @property
+    def done(self) -> bool:
+        return False  # triggers can come at any point of a draft
+
+    @property
+    def active(self) -> bool:
+        """True while a name constraint applies."""
+        return self._steps[-1].names is not None
+
+    def allowed(self) -> torch.Tensor | None:
+        self._resolve()
+        step = self._steps[-1]
+        if step.names is None:
+            return None
+        t0 = time.perf_counter()
+        mask = self._index.name_mask(step.names, step.typed)
+        self.stats.ms += (time.perf_counter() - t0) * 1000
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        self._resolve()
+        t0 = time.perf_counter()
+        piece = self._index.token_bytes(token_id)
+        step = self._steps[-1]
+        self._out += piece
+        lex = step.lex.feed(piece)
+        nxt = _Step(len(self._out), lex, None)
+        if step.names is not None:
+            self.stats.constrained += 1
+            typed = step.typed + piece
+            if any(n.startswith(typed) for n in step.names):
+                nxt = _Step(len(self._out), lex, step.names, typed)  # still on the way to a name
+            else:
+                done = [n for n in step.names if typed.startswith(n) and not _IDENT.match(typed, len(n))]
+                if done:
+                    self.stats.names.append(max(done, key=len).decode("utf-8", "replace"))
+                else:
+                    self.stats.violations += 1
+                nxt = self._trigger(nxt, piece)
+        else:
+            nxt = self._trigger(nxt, piece)
+        self._steps.append(nxt)
+        self.stats.ms += (time.perf_counter() - t0) * 1000
+
+    def rollback(self, n: int) -> None:
+        if not 0 <= n < len(self._steps):
+            raise ValueError(f"cannot roll back {n} of {len(self._steps) - 1} tokens")
+        if n:
+            del self._steps[-n:]
+            del self._out[self._steps[-1].out_len :]
+
+    def fork(self) -> NameMonitor:
+        t0 = time.perf_counter()
+        self._resolve()
+        self.stats.ms += (time.perf_counter() - t0) * 1000
+        other = NameMonitor(self._index, self._analysis, self._before, self._after, self._path,
+                            self._workspace, self._deadline, self.stats, _init=False)
+        other._out = bytearray(self._out)
+        other._steps = list(self._steps)
+        return other
+
+    def _mid_word(self, step: _Step) -> _Step:
+        """At the start, the cursor may sit in a name after a dot (`obj.ap|`, when not healed)."""
+        m = _MID_WORD.search(self._before[-_TAIL:])
+        if m is None:
+            return step
+        self.stats.triggers += 1
+        dot = len(self._before) - len(m.group(1))
+        names = self._analysis.names(self._before[:dot] + m.group(1) + self._after, dot, self._path,
+                                     self._workspace, self._deadline)
+        typed = m.group(1).encode("utf-8")
+        if not names or not any(n.encode("utf-8").startswith(typed) for n in names):
+            self.stats.stepped_aside += 1
+            return step
+        return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), typed)
+
+    def _inside_piece(self, step: _Step, piece: bytes) -> _Step:
+        """A token that carries the dot and the start of the name (`._`, `.__`): check it after the fact."""
+        if step.lex.mode != "code" or b"." not in piece:
+            return step
+        text = self._before + bytes(self._out).decode("utf-8", "ignore")
+        m = _MID_WORD.search(text[-_TAIL:])
+        if m is None or len(m.group(1).encode()) >= len(piece):
+            return step  # the dot is not in this token
+        self.stats.triggers += 1
+        dot = len(text) - len(m.group(1))
+        names = self._analysis.names(text + self._after, dot, self._path, self._workspace, self._deadline)
+        typed = m.group(1).encode("utf-8")
+        valid = [n.encode("utf-8") for n in (names or ())]
+        if not any(n.startswith(typed) for n in valid):
+            self.stats.stepped_aside += 1
+            return step
+        return _Step(step.out_len, step.lex, frozenset(valid), typed)
+
+    def _query(self, step: _Step) -> tuple[str, int, str] | None:
+        """(code, offset, lead) of the jedi query if the text ends at a trigger in code; `lead`
+        is the space the names are generated with."""
+        if step.lex.mode != "code":
+            return None  # strings and comments are free text
+        tail = (self._before[-_TAIL:].encode("utf-8", "surrogatepass") + bytes(self._out))[-_TAIL:]
+        lead = ""
+        if _DEREF.search(tail):
+            if _NUMBER.search(tail):
+                return None
+        elif m := _IMPORT.search(tail):
+            # Byte-level BPE glues the space to the next word (" os"): right after the keyword
+            # or the comma, the names come with their leading space.
+            lead = "" if m.group(1) else " "
+        else:
+            return None
+        text = self._before + bytes(self._out).decode("utf-8", "ignore") + lead
+        return text + self._after, len(text), lead
+
+    def _trigger(self, step: _Step, piece: bytes = b"") -> _Step:
+        """The step with a name constraint if the text now ends at a trigger in code."""
+        q = self._query(step)
+        if q is None:
+            return self._inside_piece(step, piece) if piece else step
+        self.stats.triggers += 1
+        code, offset, lead = q
+        names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline)
+        if not names:
+            self.stats.stepped_aside += 1
+            return step
+        if not lead:
+            names = names | seen_attributes(code, offset)
+        return _Step(step.out_len, step.lex, frozenset((lead + n).encode("utf-8") for n in names), b"")

@@ -1,0 +1,179 @@
+"""The name monitor with real jedi and the real SmolLM2 vocabulary: triggers, masks, stepping aside."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from monitors.analysis import Analysis
+from monitors.names import NameMonitor
+from monitors.vocab import VocabIndex
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return Analysis(timeout=60)  # generous: these tests check answers, not speed
+
+
+def monitor(index: VocabIndex, analysis: Analysis, before: str, after: str = "\n", path: str | None = None,
+            workspace: str | None = None) -> NameMonitor:
+    return NameMonitor(index, analysis, before, after, path, workspace)
+
+
+def ids(index: VocabIndex, *pieces: bytes) -> list[int]:
+    out = []
+    for p in pieces:
+        found = index.ids_of(p)
+        assert found, p
+        out.append(found[0])
+    return out
+
+
+def feed(m: NameMonitor, index: VocabIndex, *pieces: bytes) -> None:
+    for i in ids(index, *pieces):
+        m.accept(i)
+
+
+def test_after_a_dereference_only_real_attributes_are_allowed(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import os\n\npath = os.path.")
+    mask = m.allowed()
+    assert mask is not None and m.active
+    join, get, xyz, space = ids(smol_index, b"join", b"get", b"xyz", b" join")
+    assert mask[join] and mask[get]  # join, getatime, getsize, ...
+    assert not mask[xyz] and not mask[space]  # no such attribute; no space after the dot
+    # Every allowed token keeps the text on a path to a name jedi gave (or finishes one), and
+    # those names are os.path's (jedi reads typeshed, which also lists ntpath's private helpers).
+    code = "import os\n\npath = os.path."
+    names = [n.encode() for n in analysis.names(code + "\n", len(code), None, None)]
+    assert {n.encode() for n in dir(os.path) if not n.startswith("_")} <= set(names)
+    for t in torch.nonzero(mask).flatten().tolist()[:3000]:
+        piece = smol_index.token_bytes(t)
+        assert any(n.startswith(piece) or piece.startswith(n) for n in names), piece
+
+
+def test_a_finished_name_releases_the_constraint_until_the_next_dot(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import os\n\npath = os.path.")
+    feed(m, smol_index, b"join")
+    assert m.active  # "join" could still become "joinpath"-like names: not finished yet
+    feed(m, smol_index, b"(")
+    assert not m.active and m.allowed() is None and m.stats.names == ["join"]
+    feed(m, smol_index, b"os", b".")
+    assert m.active and m.stats.triggers == 2
+    mask = m.allowed()
+    assert mask[ids(smol_index, b"getcwd")[0]] if smol_index.ids_of(b"getcwd") else mask[ids(smol_index, b"get")[0]]
+
+
+def test_rollback_and_fork_restore_the_constraint(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import os\n\npath = os.path.")
+    before = m.allowed()
+    feed(m, smol_index, b"join", b"(")
+    other = m.fork()
+    m.rollback(2)
+    assert m.active and torch.equal(m.allowed(), before)
+    assert not other.active  # the fork kept its own state
+    with pytest.raises(ValueError):
+        m.rollback(5)
+
+
+@pytest.mark.parametrize("before", [
+    's = "see os.',  # in a string
+    "# call os.",  # in a comment
+    "x = 1.",  # a number, not a dereference
+    "def f(thing):\n    return thing.",  # jedi knows nothing about `thing`
+])
+def test_no_constraint_where_names_are_free_or_unknown(smol_index: VocabIndex, analysis: Analysis, before: str) -> None:
+    m = monitor(smol_index, analysis, "import os\n" + before)
+    assert m.allowed() is None and not m.active
+
+
+def test_objects_with_getattr_are_left_alone(smol_index: VocabIndex, analysis: Analysis) -> None:
+    code = "class Proxy:\n    def __getattr__(self, name):\n        return 1\n\n\nProxy()."
+    m = monitor(smol_index, analysis, code)
+    assert m.allowed() is None and analysis.stats.dynamic >= 1
+
+
+def test_imports_allow_existing_modules_with_their_leading_space(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import")  # byte-level BPE: the next token is " os", space included
+    mask = m.allowed()
+    assert mask is not None
+    assert mask[ids(smol_index, b" os")[0]] and not mask[ids(smol_index, b"os")[0]]
+    m2 = monitor(smol_index, analysis, "from os import ")
+    mask2 = m2.allowed()
+    assert mask2 is not None and mask2[ids(smol_index, b"path")[0]] and not mask2[ids(smol_index, b"xyz")[0]]
+
+
+def test_names_come_from_other_modules_of_the_workspace(smol_index: VocabIndex, analysis: Analysis,
+                                                        tmp_path: Path) -> None:
+    (tmp_path / "shapes").mkdir()
+    (tmp_path / "shapes" / "__init__.py").write_text("")
+    (tmp_path / "shapes" / "circle.py").write_text(
+        "class Circle:\n    def __init__(self, r):\n        self.radius = r\n\n"
+        "    def circumference(self):\n        return 6.283 * self.radius\n")
+    main = tmp_path / "main.py"
+    code = "from shapes.circle import Circle\n\nc = Circle(2)\nprint(c."
+    main.write_text(code)
+    m = monitor(smol_index, analysis, code, ")\n", str(main), str(tmp_path))
+    mask = m.allowed()
+    assert mask is not None
+    allowed = {smol_index.token_bytes(t) for t in torch.nonzero(mask).flatten().tolist()}
+    assert b"radius" in allowed or b"rad" in allowed or b"r" in allowed
+    assert b"circum" in allowed or b"circ" in allowed or b"c" in allowed
+    assert b"diameter" not in allowed and b"area" not in allowed
+
+
+def test_a_failing_or_slow_analysis_steps_aside(smol_index: VocabIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = Analysis(timeout=5)
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("parso exploded")
+
+    monkeypatch.setattr(broken, "_complete", boom)
+    m = monitor(smol_index, broken, "import os\nos.")
+    assert m.allowed() is None and broken.stats.errors == 1 and m.stats.stepped_aside == 1
+
+    slow = Analysis(timeout=0.05)
+
+    def sleepy(*args: object) -> frozenset[str]:
+        import time
+        time.sleep(0.5)
+        return frozenset({"late"})
+
+    monkeypatch.setattr(slow, "_complete", sleepy)
+    m = monitor(smol_index, slow, "import os\nos.")
+    assert m.allowed() is None and slow.stats.timeouts == 1
+
+
+def test_attributes_the_document_uses_on_the_same_receiver_are_allowed(smol_index: VocabIndex,
+                                                                        analysis: Analysis) -> None:
+    # `Meta` is set on the object elsewhere at run time (as markdown extensions do): jedi cannot
+    # see it, but the document uses `self.md.Meta`, so it exists.
+    code = ("class Markdown:\n    def convert(self, text):\n        return text\n\n\n"
+            "class Ext:\n    def __init__(self):\n        self.md = Markdown()\n\n"
+            "    def run(self):\n        meta = self.md.Meta['title']\n        return self.md.")
+    m = monitor(smol_index, analysis, code)
+    mask = m.allowed()
+    assert mask is not None
+    assert mask[ids(smol_index, b"Meta")[0]] and mask[ids(smol_index, b"convert")[0]]
+    assert not mask[ids(smol_index, b"xyz")[0]]
+
+
+def test_a_token_carrying_the_dot_and_the_name_start_is_checked(smol_index: VocabIndex, analysis: Analysis) -> None:
+    code = ("class Box:\n    def _secret(self):\n        return 1\n\n    def open(self):\n"
+            "        return self")
+    m = monitor(smol_index, analysis, code)
+    assert m.allowed() is None
+    feed(m, smol_index, b"._")  # one SmolLM2 token: the trigger is inside it
+    assert m.active and m.stats.triggers == 1
+    mask = m.allowed()
+    assert mask[ids(smol_index, b"secret")[0]] and not mask[ids(smol_index, b"xyz")[0]]
+
+
+def test_healing_prefetches_the_query_of_the_retyped_dot(smol_index: VocabIndex, analysis: Analysis) -> None:
+    fresh = Analysis(timeout=60)
+    m = NameMonitor(smol_index, fresh, "import os\nos", "\n", None, None, heal=".")
+    assert fresh.stats.queries == 1  # asked before any token: jedi works while the prompt is read
+    feed(m, smol_index, b".")
+    assert m.active and fresh.stats.queries == 1  # the same query, not a second one
