@@ -40,6 +40,8 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy": ("draftls greedy, 1 draft", {"drafts": 1}),
     "greedy-no-heal": ("draftls greedy, 1 draft, no token healing", {"drafts": 1, "tokenHealing": False}),
     "greedy-3": ("draftls greedy, 3 drafts (branching)", {"drafts": 3}),
+    "greedy-no-monitors": ("draftls greedy, 1 draft, monitors off", {"drafts": 1, "monitors": False}),
+    "greedy-3-no-monitors": ("draftls greedy, 3 drafts, monitors off", {"drafts": 3, "monitors": False}),
     "sampling-3": ("draftls sampling, 3 drafts", {"drafts": 3, "decoder": "sampling"}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
@@ -127,6 +129,7 @@ def main() -> None:
     p.add_argument("--workspace", type=Path, default=ROOT / "benchmarks" / "workspace")
     p.add_argument("--configs", default="hf-generate,greedy,greedy-no-heal,greedy-3")
     p.add_argument("--limit", type=int, help="first N cases of each kind")
+    p.add_argument("--kinds", default="deref,line", help="which kinds of cases to run")
     p.add_argument("--model", default=None)
     p.add_argument("--out", type=Path, help="folder for per-configuration results JSONL")
     p.add_argument("--write", type=Path, help="replace the dev-set section of this Markdown file")
@@ -136,6 +139,8 @@ def main() -> None:
     cases, errors = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
     if errors:
         print(f"{len(errors)} bad cases skipped: {errors[:3]}", file=sys.stderr)
+    kinds = {k.strip() for k in args.kinds.split(",")}
+    cases = [c for c in cases if c.kind in kinds]
     if args.limit:
         taken: dict[str, int] = {}
         kept = []
