@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -212,9 +213,9 @@ class Engine:
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}
         return CompletionResult(ranked, timings)
 
-    def warm(self, text: str, path: str | None, workspace: str | None) -> None:
+    def warm(self, text: str, path: str | None, workspace: str | None) -> Future[None]:
         """Let static analysis read a document in the background (an editor just opened it)."""
-        self.analysis.warm(text, path, workspace)
+        return self.analysis.warm(text, path, workspace)
 
     def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
         """The monitors of one request (each draft gets forks): healing, and with `monitors` on, syntax and names."""

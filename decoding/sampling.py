@@ -125,8 +125,13 @@ def decode_draft(
             break
         mask = combined_mask(active)
         if mask is not None and not bool(mask.any()):
-            reason = "monitor"  # the constraint cannot be met: end the draft, never crash
-            break
+            # Monitors disagree: the essential ones (re-typing what the user typed) win for this
+            # token; the others see it as a violation and step aside.
+            essential = [m for m in active if getattr(m, "essential", False) and not m.done]
+            mask = combined_mask(essential) if essential else mask
+            if mask is not None and not bool(mask.any()):
+                reason = "monitor"  # the constraint cannot be met: end the draft, never crash
+                break
         scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
         if not branched and len(out) >= len(heal):
             branched = True

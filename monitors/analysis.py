@@ -146,7 +146,11 @@ class Analysis:
             self.stats.empty += 1
             return None
         if "__getattr__" in names:
-            self.stats.dynamic += 1
+            if "__file__" in names or "__spec__" in names:
+                # A module's __getattr__ (PEP 562) serves lazy imports and deprecations; its
+                # names are still the ones jedi sees.
+                return names - {"__getattr__"}
+            self.stats.dynamic += 1  # a proxy object: any name may be valid
             return None
         return names
 
@@ -167,17 +171,21 @@ class Analysis:
             project = self._projects[root] = jedi.Project(root)
         return project
 
-    def warm(self, code: str, path: str | None, workspace: str | None) -> None:
+    def warm(self, code: str, path: str | None, workspace: str | None) -> Future[None]:
         """Parse a document and infer its imports in the background (the first query is the slow one)."""
         def run() -> None:
             try:
                 import jedi
 
-                jedi.Script(code=code, path=path, project=self._project(workspace, path),
-                            environment=self._env()).get_names()
+                script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
+                                     environment=self._env())
+                # Inferring the imports is what the first real query would spend its time on.
+                for name in script.get_names():
+                    if name.type == "module" or name.description.startswith(("import ", "from ")):
+                        name.infer()
             except Exception as e:
                 log.info("jedi warm-up failed for %s: %r", path, e)
-        self._jedi.submit(run)
+        return self._jedi.submit(run)
 
 
 def _closers(text: str) -> str:

@@ -14,11 +14,15 @@ _FAILED = -1
 class HealingMonitor:
     """Constrain the first tokens to reproduce `heal`, then step aside.
 
+    It is `essential`: what the user typed wins over any other monitor's opinion.
+
     The engine backs the prompt up to a clean token boundary (`obj.ap` -> `obj.`, or an
     indentation run after a newline) and removes `heal`. A token is allowed while it
     keeps the output on `heal`: its bytes are a prefix of what remains, or what remains
     and more. Special tokens never are: EOS here would lose what the user typed.
     """
+
+    essential = True
 
     def __init__(self, index: VocabIndex, heal: bytes) -> None:
         self._index = index

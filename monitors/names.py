@@ -27,8 +27,9 @@ from monitors.vocab import VocabIndex
 _IDENT = re.compile(rb"[A-Za-z0-9_\x80-\xff]")
 _DEREF = re.compile(rb"(?:[A-Za-z0-9_\x80-\xff]|[)\]}'\"])\.\Z")
 _NUMBER = re.compile(rb"(?:^|[^A-Za-z0-9_\x80-\xff.])[0-9][0-9_]*\.\Z")
-# `import`, `from`, `from pkg import`, or a `,` inside such a list; group 1: trailing blanks.
-_IMPORT = re.compile(rb"(?:^|\n)[ \t]*(?:from|import|from[ \t]+[\w.]+[ \t]+import)"
+# `import`, `from pkg import`, or a `,` inside such a list; group 1: trailing blanks.
+# (Not a bare `from `: a relative import goes on with dots, which are not names.)
+_IMPORT = re.compile(rb"(?:^|\n)[ \t]*(?:import|from[ \t]+[\w.]+[ \t]+import)"
                      rb"(?:[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*,)*([ \t]*)\Z")
 _MID_WORD = re.compile(r"(?:[\w)\]}'\"])\.(\w+)\Z")
 _TAIL = 512  # bytes of context kept for trigger checks

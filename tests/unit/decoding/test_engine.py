@@ -243,3 +243,17 @@ def test_typing_the_start_of_a_draft_serves_the_rest_without_the_model(tiny: Loa
         before = engine.stats["requests"]
         result = engine.complete(req)
         assert "typed_through" not in result.timings and engine.stats["requests"] == before + 1
+
+
+def test_healing_wins_when_monitors_disagree(tiny: LoadedModel, engine: Engine) -> None:
+    """A monitor that allows nothing cannot stop the draft from re-typing what the user typed."""
+    ids = tiny.tokenizer.encode("x = 1\nvalue = ")
+    backend = tiny.backend
+    backend.reset()
+    engine.cached = []
+    logits = backend.prefill(torch.tensor([ids]))[0, -1]
+    healer = HealingMonitor(engine.vocab, b"va")
+    draft = decode_draft(backend, logits, engine.vocab, [healer, Blocker(engine.vocab.vocab_size)],  # type: ignore[list-item]
+                         NoStop(), b"", set(), _far())  # type: ignore[arg-type]
+    assert engine.vocab.text_bytes(draft.token_ids).startswith(b"va")  # healed despite the blocker
+    assert draft.stop_reason == "monitor"  # then the blocker, alone, ends the draft

@@ -177,3 +177,16 @@ def test_healing_prefetches_the_query_of_the_retyped_dot(smol_index: VocabIndex,
     assert fresh.stats.queries == 1  # asked before any token: jedi works while the prompt is read
     feed(m, smol_index, b".")
     assert m.active and fresh.stats.queries == 1  # the same query, not a second one
+
+
+def test_a_module_with_getattr_keeps_its_names(smol_index: VocabIndex, analysis: Analysis, tmp_path: Path) -> None:
+    # PEP 562: a module-level __getattr__ (lazy imports, deprecations, as in networkx) does
+    # not make every name valid, unlike a proxy class.
+    (tmp_path / "lazy.py").write_text("def __getattr__(name):\n    raise AttributeError(name)\n\n\n"
+                                      "def shortest_path():\n    return []\n")
+    code = "import lazy\n\nlazy."
+    main = tmp_path / "main.py"
+    main.write_text(code)
+    m = monitor(smol_index, analysis, code, "\n", str(main), str(tmp_path))
+    mask = m.allowed()
+    assert mask is not None and mask[ids(smol_index, b"short")[0]] and not mask[ids(smol_index, b"xyz")[0]]
