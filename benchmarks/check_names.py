@@ -1,8 +1,12 @@
-"""After the fact: how often a draft names an attribute that does not exist, and what monitors cost.
+"""After the fact: how often suggestions name an attribute that does not exist, and what monitors cost.
 
-Reads the per-configuration results that `run_devset.py --out DIR` wrote, asks jedi (no
-timeout) for the names valid at each deref case's cursor, and counts top drafts (and any
-draft) whose identifier is not one of them. Cases where jedi knows no names are left out.
+Reads the per-configuration results that `run_devset.py --out DIR` wrote. For every draft
+it puts the draft into the document at the cursor and, at each dereference the draft
+writes (`obj.name`, the deref case's own name after the dot before the cursor included;
+strings and comments skipped), asks jedi (no timeout) for the names valid there. A name
+jedi does not list, and that the document does not use on the same receiver either, is
+missing (a name the draft ends in only if no valid name starts with it: a budget may
+have cut the draft short). Dereferences where jedi knows nothing (or meets `__getattr__`) are not counted.
 Also prints the monitors' share of decode time from the results' timings.
 
     .venv/bin/python benchmarks/check_names.py --results DIR [--configs greedy,greedy-no-monitors]
@@ -19,12 +23,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsp.batch import load_cases  # noqa: E402
-from lsp.positions import to_offset  # noqa: E402
+from lsp.batch import Case, load_cases  # noqa: E402
 from monitors.analysis import Analysis  # noqa: E402
 from monitors.names import seen_attributes  # noqa: E402
+from monitors.syntax import initial_state  # noqa: E402
 
-IDENT = re.compile(r"\w+")
+NAME = re.compile(r"[A-Za-z_]\w*")
+RECEIVER_END = re.compile(r"[\w)\]]\Z")
+
+
+def derefs(case: Case, draft: str) -> list[tuple[str, int, str, bool]]:
+    """(code, offset just after the dot, name, cut) for each dereference the draft names;
+    `cut`: the name runs to the end of the draft (a budget may have cut it short)."""
+    before = case.text[: case.offset()]
+    code = before + draft + case.text[case.offset() :]
+    found = []
+    lex = initial_state(before)
+    for i, ch in enumerate(draft):
+        at = len(before) + i  # where `ch` sits in `code`
+        if ch == "." and lex.in_code and RECEIVER_END.search(code[max(0, at - 1) : at]):
+            m = NAME.match(draft, i + 1)
+            if m:
+                found.append((code, at + 1, m.group(), m.end() == len(draft)))
+        lex = lex.feed(ch.encode("utf-8", "surrogatepass"))
+    if before.endswith(".") and (m := NAME.match(draft)):
+        found.insert(0, (code, len(before), m.group(), m.end() == len(draft)))
+    return found
 
 
 def main() -> None:
@@ -35,37 +59,41 @@ def main() -> None:
     p.add_argument("--configs", default="greedy,greedy-no-monitors")
     args = p.parse_args()
     cases, _ = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
-    deref = {c.id: c for c in cases if c.kind == "deref"}
-    analysis = Analysis(timeout=60)
+    by_id = {c.id: c for c in cases}
+    analysis = Analysis(timeout=120)
     ws = args.workspace.resolve()
-    known: dict[str, frozenset[str]] = {}
-    for c in deref.values():
-        off = to_offset(c.text, c.line, c.character)
-        names = analysis.names(c.text, off, str(ws / c.file), str(ws))
-        if names:  # what jedi knows, and what the document itself uses on the same object
-            known[c.id] = names | seen_attributes(c.text, off)
-    print(f"{len(known)} of {len(deref)} deref cases have names jedi knows", file=sys.stderr)
-    print("| config | deref cases checked | top draft names a missing attribute | any draft does | "
-          "monitor ms / decode ms |")
-    print("|---|---|---|---|---|")
+    print("| config | drafts | names checked | top draft names a missing attribute | any draft does "
+          "| missing names / checked | monitor ms / decode ms |")
+    print("|---|---|---|---|---|---|---|")
     for name in [n.strip() for n in args.configs.split(",") if n.strip()]:
         rows = [json.loads(line) for line in (args.results / f"{name}.jsonl").read_text().splitlines()]
-        bad_top = bad_any = checked = 0
+        bad_top = bad_any = checked = missing = drafts = 0
         mon = dec = 0.0
         for r in rows:
             mon += r["timings"].get("monitor_ms", 0.0)
             dec += r["timings"].get("decode_ms", 0.0)
-            names = known.get(r["id"])
-            if names is None:
-                continue
-            checked += 1
-            idents = [m.group() for d in r["drafts"] if (m := IDENT.match(d["text"]))]
-            wrong = [i not in names for i in idents]
-            bad_top += bool(wrong and wrong[0])
-            bad_any += any(wrong)
+            case = by_id[r["id"]]
+            path = str(ws / case.file)
+            bad = []
+            for d in r["drafts"]:
+                drafts += 1
+                wrong = False
+                for code, off, attr, cut in derefs(case, d["text"]):
+                    names = analysis.names(code, off, path, str(ws))
+                    if not names:
+                        continue
+                    checked += 1
+                    names = names | seen_attributes(code, off)
+                    if attr not in names and not (cut and any(n.startswith(attr) for n in names)):
+                        missing += 1
+                        wrong = True
+                        print(f"  {name} {r['id']}: .{attr} missing", file=sys.stderr)
+                bad.append(wrong)
+            bad_top += bool(bad and bad[0])
+            bad_any += any(bad)
         share = f"{mon / dec:.1%}" if mon else "-"
-        print(f"| {name} | {checked} | {bad_top / checked:.1%} ({bad_top}) | {bad_any / checked:.1%} ({bad_any}) "
-              f"| {share} |")
+        print(f"| {name} | {len(rows)} cases, {drafts} drafts | {checked} | {bad_top / len(rows):.1%} ({bad_top}) "
+              f"| {bad_any / len(rows):.1%} ({bad_any}) | {missing} / {checked} | {share} |")
 
 
 if __name__ == "__main__":

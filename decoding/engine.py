@@ -16,8 +16,9 @@ from decoding.sampling import Budget, Draft, decode_draft
 from decoding.settings import Settings
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
-from monitors.analysis import Analysis
+from monitors.analysis import Analysis, WaitBudget
 from monitors.base import Monitor
+from monitors.calls import CallMonitor
 from monitors.healing import HealingMonitor
 from monitors.names import MonitorStats, NameMonitor
 from monitors.syntax import SyntaxMonitor, initial_state
@@ -170,7 +171,7 @@ class Engine:
         # gets at least half the budget after the prompt is read.
         first = Budget(s.max_new_tokens, max(deadline, t_prefill + s.time_budget_ms / 2000), cancelled)
         for m in monitors:
-            if isinstance(m, NameMonitor):
+            if isinstance(m, (NameMonitor, CallMonitor)):
                 m.extend_deadline(first.deadline)  # jedi started with the prefill; it may use the first draft's time
         rest = Budget(s.max_new_tokens, deadline, cancelled)
         drafts: list[Draft] = []
@@ -218,11 +219,13 @@ class Engine:
         return self.analysis.warm(text, path, workspace)
 
     def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
-        """The monitors of one request (each draft gets forks): healing, and with `monitors` on, syntax and names."""
+        """The monitors of one request (each draft gets forks): healing, and with `monitors` on,
+        syntax, names and calls."""
         monitors: list[Monitor] = [HealingMonitor(self.vocab, prompt.heal.encode())]
         if not req.settings.monitors:
             return monitors, None
-        stats = MonitorStats()
+        # jedi may hold up a request's drafts for at most 40% of its time budget, all queries together.
+        stats = MonitorStats(wait=WaitBudget(0.4 * req.settings.time_budget_ms / 1000))
         before = prompt.prefix[: len(prompt.prefix) - len(prompt.heal)]  # generation re-types the healed text
         try:
             t0 = time.perf_counter()
@@ -231,7 +234,9 @@ class Engine:
             stats.ms += (time.perf_counter() - t0) * 1000
             names = NameMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
                                 deadline, stats, lex=lex, heal=prompt.heal)
-            monitors += [syntax, names]
+            calls = CallMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
+                                deadline, stats, lex=lex)
+            monitors += [syntax, names, calls]
         except Exception:  # analysis must never cost the suggestion itself
             log.exception("monitors unavailable for this request")
         return monitors, stats

@@ -1,6 +1,7 @@
-"""jedi, once per workspace: the names valid at a point of the code, with a timeout and a cache.
+"""jedi, once per workspace: the names valid at a point of the code, and the signatures of the
+call the point sits in, with a timeout and a cache.
 
-Monitors ask only at triggers (after `obj.`, after `import `), never per token. jedi is not
+Monitors ask only at triggers (after `obj.`, after `import `, after `f(`), never per token. jedi is not
 thread-safe and its first query in a file can take a second, so every query runs on one
 dedicated thread and the caller waits at most `timeout` seconds: a query that is late,
 raises or finds nothing makes the monitor step aside (the draft goes on unconstrained).
@@ -17,8 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+Result = Any  # frozenset[str] for names, tuple[Signature, ...] for signatures
 
 DEFAULT_TIMEOUT_S = 2.5
 CACHE_SIZE = 512
@@ -43,6 +47,35 @@ class AnalysisStats:
                 "query_ms": round(self.query_ms, 1)}
 
 
+@dataclass
+class WaitBudget:
+    """Per request: how long its monitors may still wait for jedi, all queries together.
+
+    A query that times out uses it all up: jedi is busy (a cold, huge module), and every
+    further wait would come out of the draft's own time. Later queries then take only
+    answers that are ready.
+    """
+
+    left_s: float = float("inf")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a signature: `kind` is inspect's name for it (POSITIONAL_ONLY, ...)."""
+
+    name: str
+    kind: str
+    required: bool  # no default value (and not *args / **kwargs)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable's parameters, and where its call's `(` sits in the queried code."""
+
+    params: tuple[Param, ...]
+    bracket: int  # offset of the call's opening bracket
+
+
 class Analysis:
     """Answers "which names may follow here" with jedi; thread-safe, shared by all requests."""
 
@@ -52,24 +85,25 @@ class Analysis:
         self._environment_kind = environment
         self._environment = None
         self._projects: dict[str, object] = {}
-        self._cache: OrderedDict[tuple[str, ...], frozenset[str] | None] = OrderedDict()
-        self._inflight: dict[tuple[str, ...], Future[frozenset[str] | None]] = {}
+        self._cache: OrderedDict[tuple[str, ...], Result | None] = OrderedDict()
+        self._inflight: dict[tuple[str, ...], Future[Result | None]] = {}
         self._lock = threading.Lock()
         # One thread: jedi and parso keep global caches that are not safe to share.
         self._jedi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draftls-jedi")
 
     @staticmethod
-    def _key(code: str, offset: int, path: str | None, workspace: str | None) -> tuple[str, ...]:
+    def _key(kind: str, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[str, ...]:
         def digest(text: str) -> str:
             return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-        return digest(code[:offset]), digest(code[offset:]), path or "", workspace or ""
+        return kind, digest(code[:offset]), digest(code[offset:]), path or "", workspace or ""
 
-    def prefetch(self, code: str, offset: int, path: str | None, workspace: str | None) -> None:
+    def prefetch(self, code: str, offset: int, path: str | None, workspace: str | None,
+                 kind: str = "names") -> None:
         """Start the query now (e.g. while the model reads the prompt); `names` picks it up."""
-        self._submit(self._key(code, offset, path, workspace), code, offset, path, workspace)
+        self._submit(self._key(kind, code, offset, path, workspace), code, offset, path, workspace)
 
     def _submit(self, key: tuple[str, ...], code: str, offset: int, path: str | None,
-                workspace: str | None) -> Future[frozenset[str] | None] | None:
+                workspace: str | None) -> Future[Result | None] | None:
         with self._lock:
             if key in self._cache:
                 return None
@@ -77,21 +111,31 @@ class Analysis:
             if job is not None:
                 return job
             self.stats.queries += 1
-            job = self._inflight[key] = self._jedi.submit(self._complete, code, offset, path, workspace)
+            run = self._complete if key[0] == "names" else self._signatures
+            job = self._inflight[key] = self._jedi.submit(run, code, offset, path, workspace)
         # Outside the lock: a job that is already done runs the callback right here.
         job.add_done_callback(lambda j: self._finish(key, j))
         return job
 
-    def _finish(self, key: tuple[str, ...], job: Future[frozenset[str] | None]) -> None:
+    def _finish(self, key: tuple[str, ...], job: Future[Result | None]) -> None:
         with self._lock:
             self._inflight.pop(key, None)
         if job.exception() is None:
             self._store(key, job.result())
 
     def names(self, code: str, offset: int, path: str | None, workspace: str | None,
-              deadline: float | None = None) -> frozenset[str] | None:
+              deadline: float | None = None, wait: WaitBudget | None = None) -> frozenset[str] | None:
         """Completion names jedi gives at `offset` of `code`; None when it cannot decide."""
-        key = self._key(code, offset, path, workspace)
+        return self._ask("names", code, offset, path, workspace, deadline, wait)
+
+    def signatures(self, code: str, offset: int, path: str | None, workspace: str | None,
+                   deadline: float | None = None, wait: WaitBudget | None = None) -> tuple[Signature, ...] | None:
+        """Signatures of the call whose arguments `offset` sits in; None when jedi cannot tell."""
+        return self._ask("signatures", code, offset, path, workspace, deadline, wait)
+
+    def _ask(self, kind: str, code: str, offset: int, path: str | None, workspace: str | None,
+             deadline: float | None, wait: WaitBudget | None) -> Result | None:
+        key = self._key(kind, code, offset, path, workspace)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
@@ -100,6 +144,8 @@ class Analysis:
         timeout = self.timeout
         if deadline is not None:  # never more than half of what is left: the draft itself needs time
             timeout = max(0.05, min(timeout, (deadline - time.perf_counter()) / 2))
+        if wait is not None:
+            timeout = max(0.0, min(timeout, wait.left_s))
         t0 = time.perf_counter()
         job = self._submit(key, code, offset, path, workspace)
         try:
@@ -109,15 +155,20 @@ class Analysis:
             return job.result(timeout=timeout)
         except FutureTimeout:
             self.stats.timeouts += 1
+            if wait is not None:
+                wait.left_s = 0.0
             return None
         except Exception as e:  # jedi and parso raise on odd code (e.g. jedi#1888): step aside
             self.stats.errors += 1
             log.info("jedi failed at offset %d of %s: %r", offset, path, e)
             return None
         finally:
-            self.stats.query_ms += (time.perf_counter() - t0) * 1000
+            spent = time.perf_counter() - t0
+            self.stats.query_ms += spent * 1000
+            if wait is not None:
+                wait.left_s = max(0.0, wait.left_s - spent)
 
-    def _store(self, key: tuple[str, ...], result: frozenset[str] | None) -> None:
+    def _store(self, key: tuple[str, ...], result: Result | None) -> None:
         with self._lock:
             self._cache[key] = result
             self._cache.move_to_end(key)
@@ -153,6 +204,33 @@ class Analysis:
             self.stats.dynamic += 1  # a proxy object: any name may be valid
             return None
         return names
+
+    def _signatures(self, code: str, offset: int, path: str | None,
+                    workspace: str | None) -> tuple[Signature, ...] | None:
+        """Runs on the jedi thread."""
+        import jedi
+
+        line = code.count("\n", 0, offset) + 1
+        column = offset - (code.rfind("\n", 0, offset) + 1)
+        script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
+                             environment=self._env())
+        found = []
+        for sig in script.get_signatures(line, column):
+            if sig.type == "class" and not sig.params:
+                # jedi fell back to object(): the real __init__ is generated (attrs, pydantic,
+                # a metaclass) and unknown, so nothing may be said about the arguments.
+                continue
+            row, col = sig.bracket_start
+            bracket = _offset(code, row, col)
+            if bracket is None or code[bracket : bracket + 1] != "(":
+                continue
+            params = tuple(Param(p.name, p.kind.name, p.kind.name not in _VARIADIC and not _has_default(p.description))
+                           for p in sig.params)
+            found.append(Signature(params, bracket))
+        if not found:
+            self.stats.empty += 1
+            return None
+        return tuple(found)
 
     def _env(self) -> object:
         import jedi
@@ -219,3 +297,33 @@ def _closers(text: str) -> str:
                 stack.clear()  # unbalanced before here: start over
         i += 1
     return "".join(reversed(stack))
+
+
+_VARIADIC = ("VAR_POSITIONAL", "VAR_KEYWORD")
+
+
+def _offset(code: str, row: int, col: int) -> int | None:
+    """The offset of jedi's (1-based row, 0-based column in code points) in `code`."""
+    start = 0
+    for _ in range(row - 1):
+        start = code.find("\n", start) + 1
+        if start == 0:
+            return None
+    return start + col
+
+
+def _has_default(description: str) -> bool:
+    """True for jedi's `param name: annotation=default`: an `=` outside brackets and strings."""
+    depth, quote = 0, ""
+    for ch in description:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "=" and depth == 0:
+            return True
+    return False

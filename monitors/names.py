@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from monitors.analysis import Analysis
+from monitors.analysis import Analysis, WaitBudget
 from monitors.syntax import LexState, initial_state
 from monitors.vocab import VocabIndex
 
@@ -45,6 +45,7 @@ class MonitorStats:
     violations: int = 0  # accepted tokens the constraint did not allow (another decoder path)
     ms: float = 0.0  # time in this monitor (jedi waits included)
     names: list[str] = field(default_factory=list)  # names completed under a constraint
+    wait: WaitBudget = field(default_factory=WaitBudget)  # jedi waits left to this request
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class NameMonitor:
         self._workspace = workspace
         self._deadline = deadline
         self.stats = stats or MonitorStats()
+        self._heal = heal
         self._out = bytearray()
         self._steps: list[_Step] = []
         self._pending = False
@@ -110,7 +112,10 @@ class NameMonitor:
             self._pending = False
             start = self._steps[0]
             step = self._trigger(start)
-            self._steps[0] = step if step.names is not None else self._mid_word(start)
+            if step.names is None and not (self._heal and not _IDENT.match(self._heal.encode())):
+                step = self._mid_word(start)
+            # (A healed `.` is re-typed by the model and triggers then: `before` is not mid-word.)
+            self._steps[0] = step
 
     def extend_deadline(self, deadline: float) -> None:
         """Let jedi answer until `deadline` (the first draft's, after a slow prefill); before forking."""
@@ -172,7 +177,7 @@ class NameMonitor:
         self._resolve()
         self.stats.ms += (time.perf_counter() - t0) * 1000
         other = NameMonitor(self._index, self._analysis, self._before, self._after, self._path,
-                            self._workspace, self._deadline, self.stats, _init=False)
+                            self._workspace, self._deadline, self.stats, heal=self._heal, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
         return other
@@ -185,7 +190,7 @@ class NameMonitor:
         self.stats.triggers += 1
         dot = len(self._before) - len(m.group(1))
         names = self._analysis.names(self._before[:dot] + m.group(1) + self._after, dot, self._path,
-                                     self._workspace, self._deadline)
+                                     self._workspace, self._deadline, self.stats.wait)
         typed = m.group(1).encode("utf-8")
         if not names or not any(n.encode("utf-8").startswith(typed) for n in names):
             self.stats.stepped_aside += 1
@@ -202,7 +207,8 @@ class NameMonitor:
             return step  # the dot is not in this token
         self.stats.triggers += 1
         dot = len(text) - len(m.group(1))
-        names = self._analysis.names(text + self._after, dot, self._path, self._workspace, self._deadline)
+        names = self._analysis.names(text + self._after, dot, self._path, self._workspace, self._deadline,
+                                     self.stats.wait)
         typed = m.group(1).encode("utf-8")
         valid = [n.encode("utf-8") for n in (names or ())]
         if not any(n.startswith(typed) for n in valid):
@@ -236,7 +242,7 @@ class NameMonitor:
             return self._inside_piece(step, piece) if piece else step
         self.stats.triggers += 1
         code, offset, lead = q
-        names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline)
+        names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline, self.stats.wait)
         if not names:
             self.stats.stepped_aside += 1
             return step

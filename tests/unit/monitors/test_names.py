@@ -190,3 +190,33 @@ def test_a_module_with_getattr_keeps_its_names(smol_index: VocabIndex, analysis:
     m = monitor(smol_index, analysis, code, "\n", str(main), str(tmp_path))
     mask = m.allowed()
     assert mask is not None and mask[ids(smol_index, b"short")[0]] and not mask[ids(smol_index, b"xyz")[0]]
+
+
+def test_after_a_timeout_a_request_waits_no_more(smol_index: VocabIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from monitors.names import MonitorStats
+    from monitors.analysis import WaitBudget
+
+    slow = Analysis(timeout=10)
+
+    def sleepy(*args: object) -> frozenset[str]:
+        time.sleep(0.6)
+        return frozenset({"late"})
+
+    monkeypatch.setattr(slow, "_complete", sleepy)
+    stats = MonitorStats(wait=WaitBudget(0.3))
+    m = NameMonitor(smol_index, slow, "import os\nos.", "\n", None, None, stats=stats)
+    assert m.allowed() is None and slow.stats.timeouts == 1 and stats.wait.left_s == 0
+    feed(m, smol_index, b"getcwd", b"().")  # a second trigger in the same request
+    assert m.allowed() is None and slow.stats.timeouts == 2
+    assert len(slow._inflight) == 2  # neither query was waited for to the end: both still run or wait
+
+
+def test_a_healed_dot_does_not_query_the_word_before_it(smol_index: VocabIndex, analysis: Analysis) -> None:
+    # Healing backs off the "." of `os.path.`: the prompt ends at `os.path`, which is not
+    # a name being typed after a dot; the trigger comes when the model re-types the ".".
+    m = NameMonitor(smol_index, analysis, "import os\nx = os.path", "\n", None, None, heal=".")
+    assert m.allowed() is None and m.stats.triggers == 0
+    feed(m, smol_index, b".")
+    assert m.active and m.stats.triggers == 1

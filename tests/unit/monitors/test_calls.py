@@ -1,0 +1,147 @@
+"""The call monitor with real jedi and the real SmolLM2 vocabulary: keyword names and early `)`."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitors.analysis import Analysis, Param, Signature
+from monitors.calls import CallMonitor, verdict
+from monitors.vocab import VocabIndex
+
+
+@pytest.fixture(scope="module")
+def analysis() -> Analysis:
+    return Analysis(timeout=60)  # generous: these tests check answers, not speed
+
+
+def monitor(index: VocabIndex, analysis: Analysis, before: str, after: str = "\n") -> CallMonitor:
+    return CallMonitor(index, analysis, before, after, None, None)
+
+
+def tid(index: VocabIndex, piece: bytes) -> int:
+    found = index.ids_of(piece)
+    assert found, piece
+    return found[0]
+
+
+def feed(m: CallMonitor, index: VocabIndex, *pieces: bytes) -> None:
+    for p in pieces:
+        m.accept(tid(index, p))
+
+
+def allows(m: CallMonitor, index: VocabIndex, piece: bytes) -> bool:
+    mask = m.allowed()
+    return mask is None or bool(mask[tid(index, piece)])
+
+
+def test_a_call_is_not_closed_before_its_required_argument(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import json\n\ntext = json.")
+    feed(m, smol_index, b"dumps", b"(")
+    assert m.stats.triggers == 1
+    mask = m.allowed()
+    assert mask is not None
+    for closer in (b")", b"))", b"):", b" )"):
+        assert not mask[tid(smol_index, closer)], closer  # json.dumps() lacks `obj`
+    assert mask[tid(smol_index, b"data")] and mask[tid(smol_index, b"(")]
+    assert mask[tid(smol_index, b"()")]  # opens and closes an inner call: `dumps()` is not closed
+    feed(m, smol_index, b"data")
+    assert allows(m, smol_index, b")") and allows(m, smol_index, b"))")
+    # Inside a nested bracket the inner `)` is free, and the outer call is still watched.
+    feed(m, smol_index, b",", b" {")
+    assert m.allowed() is None
+    feed(m, smol_index, b"}")
+    assert allows(m, smol_index, b")")
+
+
+def test_keyword_names_come_from_the_signature(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "with open(path, ")
+    feed(m, smol_index, b"mode")
+    assert allows(m, smol_index, b"=") and allows(m, smol_index, b"='")
+    m.rollback(1)
+    feed(m, smol_index, b"mod")  # "mod" + "=": no such parameter; but "mod" may go on
+    assert not allows(m, smol_index, b"=") and not allows(m, smol_index, b"='")
+    assert allows(m, smol_index, b"e") and allows(m, smol_index, b")") and allows(m, smol_index, b" ==")
+    m.rollback(1)
+    # `file` was given positionally: naming it again is an error.
+    feed(m, smol_index, b"file")
+    assert not allows(m, smol_index, b"=")
+    # json.dumps takes **kwds (typeshed): any keyword name goes.
+    m = monitor(smol_index, analysis, "import json\n\ntext = json.dumps(data, ")
+    feed(m, smol_index, b"ind")
+    assert allows(m, smol_index, b"=")
+
+
+def test_the_call_the_cursor_is_in_is_read_from_the_document(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "def f(first, second, *, flag=False):\n    pass\n\nf(1, ")
+    assert not allows(m, smol_index, b")")  # `second` is missing
+    feed(m, smol_index, b"flag")
+    assert allows(m, smol_index, b"=")
+    feed(m, smol_index, b"=", b"True")
+    assert not allows(m, smol_index, b")")  # still missing `second`
+    feed(m, smol_index, b",", b" second")
+    assert allows(m, smol_index, b"=")
+    feed(m, smol_index, b"=", b"2")
+    assert allows(m, smol_index, b")")
+    feed(m, smol_index, b")")
+    assert m.allowed() is None  # the call is closed: nothing to watch
+
+
+def test_one_more_argument_is_enough_before_the_bracket(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "def g(a, b=1):\n    pass\n\ng(")
+    mask = m.allowed()
+    assert mask is not None and not mask[tid(smol_index, b")")]
+    assert mask[tid(smol_index, b"')")] and mask[tid(smol_index, b'")')]  # `g('')`: a string argument then `)`
+
+
+def test_kwargs_star_args_and_definitions_are_left_alone(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "def h(a, **kw):\n    pass\n\nh(1, ")
+    feed(m, smol_index, b"anchor")
+    assert allows(m, smol_index, b"=")  # **kw takes any name
+    m = monitor(smol_index, analysis, "def k(a, b):\n    pass\n\nk(*args")
+    assert m.allowed() is None  # `*args` may fill everything
+    m = monitor(smol_index, analysis, "import os\n")
+    feed(m, smol_index, b"def", b" f", b"(")
+    assert m.stats.triggers == 0 and m.allowed() is None  # a parameter list, not a call
+    feed(m, smol_index, b")", b":")
+    m = monitor(smol_index, analysis, "x = 1\nif")
+    feed(m, smol_index, b" (")
+    assert m.stats.triggers == 0
+
+
+def test_an_unknown_callee_steps_aside(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "result = undefined_thing(")
+    assert m.allowed() is None and m.stats.stepped_aside == 1
+    # A class whose __init__ is generated (attrs here) looks like object() to jedi: unknown.
+    code = "import attr\n\n@attr.s\nclass Out:\n    _stdout = attr.ib()\n\nOut("
+    m = monitor(smol_index, analysis, code)
+    feed(m, smol_index, b"stdout")
+    assert allows(m, smol_index, b"=") and m.stats.stepped_aside == 1
+
+
+def test_fork_and_rollback(smol_index: VocabIndex, analysis: Analysis) -> None:
+    m = monitor(smol_index, analysis, "import json\n\ntext = json.")
+    feed(m, smol_index, b"dumps", b"(")
+    other = m.fork()
+    feed(m, smol_index, b"data")
+    assert allows(m, smol_index, b")") and not allows(other, smol_index, b")")
+    m.rollback(1)
+    assert not allows(m, smol_index, b")")
+    with pytest.raises(ValueError):
+        m.rollback(10)
+
+
+def test_verdict_with_overloads() -> None:
+    def sig(*params: tuple[str, str, bool]) -> Signature:
+        return Signature(tuple(Param(*p) for p in params), 0)
+
+    one = sig(("a", "POSITIONAL_OR_KEYWORD", True))
+    two = sig(("a", "POSITIONAL_OR_KEYWORD", True), ("b", "POSITIONAL_ONLY", True))
+    v = verdict((two,), (), b"")
+    assert v is not None and v.close == "no" and v.keywords == {"a"}
+    v = verdict((one, two), (b"1",), b"")
+    assert v is not None and v.close == "ok"  # the first overload is satisfied
+    v = verdict((two,), (b"1",), b"")
+    assert v is not None and v.close == "bare"  # one more positional would do
+    v = verdict((two,), (b"a=1",), b" 2")
+    assert v is not None and v.close == "no"  # `b` is positional-only and not yet given
+    assert verdict((two,), (b"*xs",), b"") is None
