@@ -43,6 +43,7 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-no-monitors": ("draftls greedy, 1 draft, monitors off", {"drafts": 1, "monitors": False}),
     "greedy-3-no-monitors": ("draftls greedy, 3 drafts, monitors off", {"drafts": 3, "monitors": False}),
     "sampling-3": ("draftls sampling, 3 drafts", {"drafts": 3, "decoder": "sampling"}),
+    "greedy-spec": ("draftls greedy, 1 draft, self-speculative", {"drafts": 1, "speculative": True}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
 

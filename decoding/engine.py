@@ -14,6 +14,7 @@ import torch
 from decoding.prompt import Prompt, build_prompt
 from decoding.sampling import Budget, Draft, decode_draft
 from decoding.settings import Settings
+from decoding.speculative import Speculator, default_config
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
 from monitors.analysis import Analysis, WaitBudget
@@ -101,6 +102,8 @@ class Engine:
         self.tok = loaded.tokenizer
         self.vocab = VocabIndex(self.tok.hf, loaded.backend.config.vocab_size)
         self.analysis = Analysis()  # jedi, shared by all requests (its caches are per workspace)
+        # Self-speculation's exit layer and draft length adapt across requests (None: no exit heads).
+        self.spec_cfg = default_config(self.backend)
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0, "typed_through": 0}
@@ -176,6 +179,7 @@ class Engine:
         rest = Budget(s.max_new_tokens, deadline, cancelled)
         drafts: list[Draft] = []
         sampled = s.decoder == "sampling"
+        speculate = s.speculative and not sampled and self.spec_cfg is not None
         for i in range(s.drafts):
             budget = first if i == 0 else rest
             if cancelled() or (i > 0 and time.perf_counter() > deadline):
@@ -186,6 +190,7 @@ class Engine:
                 self.backend, logits, self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos, budget,
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
                 branch=0 if sampled else i,
+                speculator=Speculator(self.backend, self.spec_cfg, eos, prompt.ids) if speculate else None,
             )
             self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
             drafts.append(draft)
@@ -209,6 +214,12 @@ class Engine:
             "generated_tokens": n_tokens,
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
+        if speculate:
+            rounds = sum(d.stats.get("spec_rounds", 0) for d in drafts)
+            drafted = sum(d.stats.get("spec_drafted", 0) for d in drafts)
+            accepted = sum(d.stats.get("spec_accepted", 0) for d in drafts)
+            timings |= {"spec_rounds": rounds, "spec_drafted": drafted, "spec_accepted": accepted,
+                        "spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
         if mstats is not None:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}

@@ -23,9 +23,9 @@ class Settings:
     mode: Literal["line", "block", "auto"] = "auto"
     context_tokens: int = 1536  # prefix window; the FIM suffix window is a quarter of it
     time_budget_ms: int = 3000
-    monitors: bool = True  # later issue: monitor-guided decoding (token healing is always on)
+    monitors: bool = True  # monitor-guided decoding (token healing is always on)
     early_exit: bool = False  # later issue: dynamic early exit
-    speculative: bool = False  # later issue: self-speculative decoding
+    speculative: bool = False  # lossless self-speculative decoding (greedy drafts only)
     stop_on_uncertain: bool = False  # later issue: calibrated stop
     temperature: float = 0.7
     top_p: float = 0.95

@@ -36,6 +36,7 @@ class Backend(Protocol):
     def embed(self, ids: Tensor) -> Tensor: ...
     def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor: ...
     def exit_logits(self, h: Tensor, layer: int) -> Tensor: ...
+    def draft_logits(self, h: Tensor, layer: int) -> Tensor: ...
     def fill_kv(self, h: Tensor, start: int, stop: int) -> None: ...
     def layer_lengths(self) -> list[int]: ...
 
@@ -51,7 +52,17 @@ class TorchBackend:
         self.config = model.cfg
         self.dtype = next(model.parameters()).dtype
         self.exit_heads: dict[int, torch.nn.Module] = {}
+        self.shortlist: Tensor | None = None  # [K] token ids that drafting may propose
+        self._short_weight: Tensor | None = None  # [K, D] their rows of the LM head
         self.cache = KVCache(self.config, 1, self.dtype, self.device)
+
+    def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None) -> None:
+        """Use trained exit adapters (by layer) and a drafting shortlist."""
+        self.exit_heads = {l: a.to(self.device, self.dtype) for l, a in adapters.items()}
+        self.shortlist = shortlist.to(self.device) if shortlist is not None else None
+        self._short_weight = None
+        if self.shortlist is not None:
+            self._short_weight = self.model.lm_head.weight.detach()[self.shortlist].contiguous()
 
     @property
     def length(self) -> int:
@@ -86,6 +97,20 @@ class TorchBackend:
         if head is not None and layer < self.config.num_layers:
             h = head(h)
         return self.model.logits(h)
+
+    @torch.inference_mode()
+    def draft_logits(self, h: Tensor, layer: int) -> Tensor:
+        """Cheap logits [B, T, V] for drafting after `layer` layers: the exit head, and only the
+        shortlist's rows of the LM head (-inf elsewhere); the full head without a shortlist."""
+        if self._short_weight is None:
+            return self.exit_logits(h, layer)
+        head = self.exit_heads.get(layer)
+        if head is not None:
+            h = head(h)
+        short = (self.model.model.norm(h) @ self._short_weight.T).float()  # [B, T, K]
+        out = torch.full((*short.shape[:-1], self.config.vocab_size), float("-inf"), device=short.device)
+        out[..., self.shortlist] = short
+        return out
 
     @torch.inference_mode()
     def fill_kv(self, h: Tensor, start: int, stop: int) -> None:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from models.backend import TorchBackend
 from models.config import ModelConfig, UnsupportedModelError
+from models.exit_heads import ExitHeads, shipped_heads
 from models.fim import FimTemplate, detect_fim
 from models.llama import LlamaModel
 from models.registry import DEFAULT_MODEL, ModelNotFoundError, ModelSpec, resolve, wheel_file, WHEEL_MODELS
@@ -215,7 +216,26 @@ def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype 
     tok = _tokenizer_for(d, cfg)
     backend = TorchBackend(model, device)
     info = {"params": cfg.num_params, "layers": cfg.num_layers, "dir": str(d)}
+    if spec.name in WHEEL_MODELS:
+        info["exit_heads"] = attach_shipped_heads(spec.name, backend)
     return LoadedModel(spec, backend, tok, detect_fim(tok), time.perf_counter() - t0, source, info)
+
+
+def attach_shipped_heads(model_id: str, backend: TorchBackend) -> list[int]:
+    """Give the backend the exit heads shipped for `model_id`; the layers they sit at ([] if none)."""
+    path = shipped_heads(model_id)
+    if path is None:
+        log.info("no exit heads shipped for %s: early exit and speculation use the plain shared head", model_id)
+        return []
+    try:
+        heads = ExitHeads.load(path, backend.config.hidden_size, backend.dtype)
+        if max(heads.layers, default=0) >= backend.config.num_layers:
+            raise ValueError(f"heads for layers {heads.layers} but the model has {backend.config.num_layers}")
+    except Exception as e:  # a bad heads file costs the speed-up, never the model
+        log.warning("exit heads %s not usable (%s): using the plain shared head", path, e)
+        return []
+    backend.attach_heads(heads.adapters, heads.shortlist)
+    return heads.layers
 
 
 def _download(repo: str) -> Path:

@@ -88,3 +88,26 @@ def test_batch_on_real_cases(smol_engine: Engine, tmp_path: Path) -> None:
     summary = run_batch(smol_engine, cases, QUICK, tmp_path)
     assert summary["deref"]["ident_top"] == 1.0 and summary["deref"]["cases"] == 1
     assert summary["all"]["cases"] == 2 and summary["all"]["tokens_per_s"] > 0
+
+
+SPEC_PROMPTS = [
+    "import os\n\n\ndef list_python_files(root):\n    out = []\n    for name in os.listdir(root):\n        ",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n        ",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return ",
+    "import json\n\n\ndef load(path):\n    with open(path) as f:\n        return json.",
+]
+
+
+def test_speculative_decoding_gives_greedy_output_with_the_shipped_heads(smol: object, smol_engine: Engine) -> None:
+    assert smol.info.get("exit_heads"), "the default model loads its shipped exit heads"  # type: ignore[attr-defined]
+    drafted = accepted = 0
+    for monitors in (True, False):
+        for text in SPEC_PROMPTS:
+            wire = {"drafts": 2, "maxNewTokens": 24, "timeBudgetMs": 120_000, "mode": "block", "monitors": monitors}
+            plain = smol_engine.complete(CompletionRequest(text, len(text), settings=Settings.from_dict(wire)[0]))
+            fast = smol_engine.complete(CompletionRequest(
+                text, len(text), settings=Settings.from_dict({**wire, "speculative": True})[0]))
+            assert [d.token_ids for d in fast.drafts] == [d.token_ids for d in plain.drafts], text
+            drafted += fast.timings["spec_drafted"]
+            accepted += fast.timings["spec_accepted"]
+    assert drafted > 0 and accepted > 0  # drafts were made, and the full model kept some

@@ -1,0 +1,83 @@
+"""Self-speculative decoding against plain greedy: ms per generated token, and identical output.
+
+    .venv/bin/python benchmarks/bench_speculative.py [--cases 40] [--tokens 32] [--monitors]
+
+Takes every k-th case of the dev set (both kinds), and decodes one greedy draft of up to
+`--tokens` tokens in block mode with no time budget, plain and speculative, alternating
+per case on the same warm engine (cold prompts: the KV cache is dropped before each run,
+so both pay the same prefill, which is not counted). Prints ms per token for each, the
+ratio, how many drafts were identical, and speculation's counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.run_devset import machine  # noqa: E402
+from decoding.engine import CompletionRequest, Engine  # noqa: E402
+from decoding.settings import Settings  # noqa: E402
+from lsp.batch import load_cases  # noqa: E402
+from models.loading import load_model  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", type=int, default=40)
+    p.add_argument("--tokens", type=int, default=32)
+    p.add_argument("--monitors", action="store_true")
+    args = p.parse_args()
+    cases, _ = load_cases((ROOT / "benchmarks" / "devset.jsonl").read_text().splitlines())
+    step = max(1, len(cases) // args.cases)
+    cases = cases[::step][: args.cases]
+    loaded = load_model()
+    engine = Engine(loaded)
+    ws = ROOT / "benchmarks" / "workspace"
+    wire = {"drafts": 1, "maxNewTokens": args.tokens, "timeBudgetMs": 600_000, "mode": "block",
+            "monitors": args.monitors}
+    plain_s = Settings.from_dict(wire)[0]
+    spec_s = Settings.from_dict({**wire, "speculative": True})[0]
+    ms = {"plain": 0.0, "spec": 0.0}
+    tokens = {"plain": 0, "spec": 0}
+    counters = {"rounds": 0, "drafted": 0, "accepted": 0}
+    same = 0
+    for c in cases:
+        out = {}
+        for name, s in (("plain", plain_s), ("spec", spec_s)):
+            engine.cached = []
+            engine.backend.reset(1)
+            r = engine.complete(CompletionRequest(c.text, c.offset(), str(ws / c.file), str(ws), s))
+            ms[name] += r.timings["decode_ms"]
+            tokens[name] += r.timings["generated_tokens"]
+            out[name] = [d.token_ids for d in r.drafts]
+            if name == "spec":
+                for k in counters:
+                    counters[k] += int(r.timings.get(f"spec_{k}", 0))
+        same += out["plain"] == out["spec"]
+    mpt = {k: ms[k] / max(1, tokens[k]) for k in ms}
+    cfg = engine.spec_cfg
+    print(f"Command: `.venv/bin/python benchmarks/bench_speculative.py --cases {args.cases} --tokens {args.tokens}"
+          f"{' --monitors' if args.monitors else ''}`  ")
+    print(f"Machine: {machine()}  ")
+    print(f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, exit heads at layers "
+          f"{loaded.info.get('exit_heads')}; monitors {'on' if args.monitors else 'off'}.\n")
+    print("| decoder | tokens | decode ms/token | ratio to plain | identical drafts | verify passes | drafted | "
+          "accepted | acceptance | tokens per pass |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| plain greedy | {tokens['plain']} | {mpt['plain']:.1f} | 1.00x | - | {tokens['plain']} | - | - | - | 1.00 |")
+    rounds = max(1, counters["rounds"])
+    print(f"| speculative | {tokens['spec']} | {mpt['spec']:.1f} | {mpt['plain'] / mpt['spec']:.2f}x faster | "
+          f"{same} / {len(cases)} | {counters['rounds']} | {counters['drafted']} | {counters['accepted']} | "
+          f"{counters['accepted'] / max(1, counters['drafted']):.1%} | {tokens['spec'] / rounds:.2f} |")
+    print(f"\nFinal adaptive state: exit layer {cfg.layer}, draft length {cfg.max_draft}, per-layer acceptance "
+          + json.dumps({k: round(v, 3) for k, v in sorted(cfg.alpha.items())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Self-speculative decoding on tiny random models: exactly greedy's output, monitors included."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from decoding.engine import CompletionRequest, Engine
+from decoding.settings import Settings
+from decoding.speculative import SpecConfig
+from models.exit_heads import ExitAdapter
+from models.loading import LoadedModel, load_model
+
+PROMPTS = [
+    "import os\n\n\ndef join_all(parts):\n    result = os.path.",
+    "def add(a, b):\n    return a",
+    "class Point:\n    def __init__(self, x, y):\n        self.x = x\n        self.",
+    "import json\n\ndata = json.dumps(",
+    "for i in range(10):\n    if i % 2 == 0:\n        print(",
+    "x = [1, 2, 3]\ny = {k: v for k, v in zip(x, ",
+    "# a comment with ünïcode and emoji 🎉\nvalue = 'text",
+    "def f(first, second, *, flag=False):\n    pass\n\nf(1, ",
+    "while True:\n    line = input()\n    if not line:\n        ",
+    "from collections import ",
+    "async def main():\n    await asyncio.sleep(",
+    "numbers = sorted(set(numbers), key=lambda n: -n)\nprint(numbers[",
+]
+
+
+def _settings(**kw: object) -> Settings:
+    base = {"drafts": 2, "maxNewTokens": 24, "mode": "block", "timeBudgetMs": 600_000}
+    return Settings.from_dict({**base, **kw})[0]
+
+
+def _tokens(engine: Engine, text: str, **kw: object) -> list[list[int]]:
+    engine.cached = []  # every run starts cold: KV reuse is tested elsewhere
+    res = engine.complete(CompletionRequest(text, len(text), settings=_settings(**kw)))
+    return [d.token_ids for d in res.drafts]
+
+
+@pytest.fixture(scope="module")
+def headed() -> LoadedModel:
+    """A tiny random model (4 layers) with random exit adapters at layers 1 and 2."""
+    loaded = load_model("tiny")
+    torch.manual_seed(1)
+    adapters = {}
+    for layer in (1, 2):
+        a = ExitAdapter(loaded.backend.config.hidden_size, 8)
+        torch.nn.init.normal_(a.up.weight, std=0.05)
+        adapters[layer] = a.eval().requires_grad_(False)
+    shortlist = torch.arange(0, loaded.backend.config.vocab_size, 3)  # a third of the vocabulary
+    loaded.backend.attach_heads(adapters, shortlist)
+    return loaded
+
+
+@pytest.mark.parametrize("monitors", [False, True])
+def test_speculative_output_is_greedy_output(headed: LoadedModel, monitors: bool) -> None:
+    engine = Engine(headed)
+    assert engine.spec_cfg is not None and engine.spec_cfg.layers == [1, 2]
+    # Always draft to the full length, and probe often, so that rollback and adaptation run.
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=0.0, max_draft=3, probe_every=2)
+    rounds = 0
+    for text in PROMPTS:
+        plain = _tokens(engine, text, monitors=monitors)
+        fast = _tokens(engine, text, monitors=monitors, speculative=True)
+        assert fast == plain, text
+        rounds += engine.spec_cfg.rounds
+    assert rounds > 0 and engine.spec_cfg.alpha  # it did speculate, and measured acceptance
+
+
+def test_when_the_late_layers_do_nothing_every_draft_is_accepted() -> None:
+    """Zero the late layers' outputs: the exit at layer 2 then predicts exactly the final token."""
+    loaded = load_model("tiny")
+    for block in loaded.backend.model.model.layers[2:]:
+        torch.nn.init.zeros_(block.self_attn.o_proj.weight)
+        torch.nn.init.zeros_(block.mlp.down_proj.weight)
+    engine = Engine(loaded)
+    engine.spec_cfg = SpecConfig(layers=[2], layer=2, max_draft=4, eta=0.0, probe_every=1000, lookup=0)
+    text = PROMPTS[0]
+    plain = _tokens(engine, text, drafts=1)
+    engine.cached = []
+    res = engine.complete(CompletionRequest(text, len(text), settings=_settings(speculative=True, drafts=1)))
+    assert [d.token_ids for d in res.drafts] == plain
+    t = res.timings
+    # Every token after the first comes from a round (its first logits) or from an accepted draft.
+    assert t["spec_rounds"] + t["spec_accepted"] + 1 >= t["generated_tokens"]
+    assert t["spec_rounds"] <= t["generated_tokens"] / 3  # four drafts accepted per full pass, nearly always
+
+
+def test_a_confidence_floor_stops_drafting(headed: LoadedModel) -> None:
+    engine = Engine(headed)
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=1.01, probe_every=1000, lookup=0)  # nothing is confident enough
+    text = PROMPTS[1]
+    assert _tokens(engine, text, speculative=True) == _tokens(engine, text)
+    engine.cached = []
+    res = engine.complete(CompletionRequest(text, len(text), settings=_settings(speculative=True)))
+    assert res.timings["spec_drafted"] == 0 and res.timings["spec_rounds"] > 0
+
+
+def test_the_adapted_choice_maximises_expected_tokens_per_cost() -> None:
+    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.3, 8: 0.9, 15: 0.95})
+    cfg.adapt(30)
+    assert cfg.layer == 8 and cfg.max_draft >= 3  # good acceptance at a cheap layer: draft far
+    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.1, 8: 0.1, 15: 0.1})
+    cfg.adapt(30)
+    assert cfg.max_draft == 1  # hopeless drafts: keep them short
+
+
+def test_lookup_drafts_come_from_the_context_and_stay_lossless(headed: LoadedModel) -> None:
+    engine = Engine(headed)
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, probe_every=1000)
+    # Repetitive text: the tiny random model's greedy output loops, and lookup finds the loop.
+    text = "a = b\n" * 3 + "value = compute(value)\n" * 4 + "value = "
+    plain = _tokens(engine, text, drafts=1, maxNewTokens=40)
+    engine.cached = []
+    res = engine.complete(CompletionRequest(text, len(text), settings=_settings(speculative=True, drafts=1,
+                                                                                 maxNewTokens=40)))
+    assert [d.token_ids for d in res.drafts] == plain
+    assert res.timings["spec_drafted"] > 0
+
+
+def test_lookup_index_finds_the_previous_occurrence() -> None:
+    from decoding.speculative import Speculator
+
+    class Cfg:  # only what the lookup reads
+        num_layers = 4
+
+    class FakeBackend:
+        config = Cfg()
+
+    cfg = SpecConfig(layers=[1], layer=1, lookup=3, lookup_ngram=2)
+    spec = Speculator(FakeBackend(), cfg, {0}, context=[5, 6, 7, 8, 9, 5, 6])  # type: ignore[arg-type]
+    assert spec._lookup() == [7, 8, 9]  # `5 6` was followed by `7 8 9`
+    spec._remember(7)
+    assert spec._lookup() == [8, 9, 5]  # `6 7`
+    spec._remember(1)
+    assert spec._lookup() == []  # `7 1` never occurred
