@@ -45,7 +45,7 @@ def main() -> None:
     spec_s = Settings.from_dict({**wire, "speculative": True})[0]
     ms = {"plain": 0.0, "spec": 0.0}
     tokens = {"plain": 0, "spec": 0}
-    counters = {"rounds": 0, "drafted": 0, "accepted": 0}
+    counters = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_drafted": 0, "lookup_accepted": 0}
     same = 0
     for c in cases:
         out = {}
@@ -75,6 +75,9 @@ def main() -> None:
     print(f"| speculative | {tokens['spec']} | {mpt['spec']:.1f} | {mpt['plain'] / mpt['spec']:.2f}x faster | "
           f"{same} / {len(cases)} | {counters['rounds']} | {counters['drafted']} | {counters['accepted']} | "
           f"{counters['accepted'] / max(1, counters['drafted']):.1%} | {tokens['spec'] / rounds:.2f} |")
+    print(f"\nOf the drafted tokens, {counters['lookup_drafted']} came from context lookup "
+          f"({counters['lookup_accepted']} accepted) and {counters['drafted'] - counters['lookup_drafted']} from "
+          f"the exit heads ({counters['accepted'] - counters['lookup_accepted']} accepted).")
     print(f"\nFinal adaptive state: exit layer {cfg.layer}, draft length {cfg.max_draft}, per-layer acceptance "
           + json.dumps({k: round(v, 3) for k, v in sorted(cfg.alpha.items())}))
 

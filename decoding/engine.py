@@ -218,7 +218,10 @@ class Engine:
             rounds = sum(d.stats.get("spec_rounds", 0) for d in drafts)
             drafted = sum(d.stats.get("spec_drafted", 0) for d in drafts)
             accepted = sum(d.stats.get("spec_accepted", 0) for d in drafts)
+            lookup = sum(d.stats.get("spec_lookup_accepted", 0) for d in drafts)
+            lookup_drafted = sum(d.stats.get("spec_lookup_drafted", 0) for d in drafts)
             timings |= {"spec_rounds": rounds, "spec_drafted": drafted, "spec_accepted": accepted,
+                        "spec_lookup_drafted": lookup_drafted, "spec_lookup_accepted": lookup,
                         "spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
         if mstats is not None:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,

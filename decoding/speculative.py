@@ -84,7 +84,9 @@ class Speculator:
         self.eos = eos_ids
         self.n_layers = backend.config.num_layers
         self.queue: list[tuple[int, Tensor]] = []  # drafted tokens with the verified logits after them
-        self.stats = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_rounds": 0}
+        self.stats = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_rounds": 0, "lookup_drafted": 0,
+                      "lookup_accepted": 0}
+        self._from_lookup = False  # whether the queued drafts came from the context
         self.history: list[int] = list(context or [])[-4096:]  # prompt and chosen tokens, for lookup
         self._seen: dict[tuple[int, ...], int] = {}  # n-gram -> where it last ended in `history`
         self._indexed = 0  # n-grams ending at or before this are in `_seen`
@@ -96,6 +98,7 @@ class Speculator:
         if self.queue:
             if self.queue[0][0] == token:
                 self.stats["accepted"] += 1
+                self.stats["lookup_accepted"] += self._from_lookup
                 return self.queue.pop(0)[1]
             self.backend.truncate(self.backend.length - len(self.queue))  # drop the unused drafts
             self.queue.clear()
@@ -136,6 +139,8 @@ class Speculator:
             self.stats["lookup_rounds"] += 1
             full = b.step(torch.tensor([[token, *guess]]))[0]  # [1+k, V]
             self.stats["drafted"] += len(guess)
+            self.stats["lookup_drafted"] += len(guess)
+            self._from_lookup = True
             self.queue = [(y, full[j + 1]) for j, y in enumerate(guess)]
             return full[0]
         probe = cfg.rounds % cfg.probe_every == 0
@@ -197,6 +202,7 @@ class Speculator:
                 _drop(m, monitors, fed)
         self.stats["drafted"] += len(drafted)
         self.queue = [(y, full[j + 1]) for j, y in enumerate(drafted)]
+        self._from_lookup = False
         if probe:
             self._probe(full, early, late, stack, exit_layer)
         return full[0]

@@ -3,7 +3,9 @@
 Triggers (checked after every accepted token, on the text so far, in code only):
 - dereference: the text ends with `expr.` (an identifier, `)`, `]`, `}` or a string before
   the dot; not a number like `1.`);
-- import: `import `, `from pkg import `, or `, ` inside such a list.
+- import: `import `, `from pkg import `, or `, ` inside such a list; and `from .` (a
+  relative import: a module of the package, one more dot and a module of the parent
+  package, or ` import`).
 
 At a trigger, jedi (through `Analysis`) gives the valid names, taking the workspace into
 account. Allowed tokens are then those that keep the identifier typed since the trigger on
@@ -31,6 +33,8 @@ _NUMBER = re.compile(rb"(?:^|[^A-Za-z0-9_\x80-\xff.])[0-9][0-9_]*\.\Z")
 # (Not a bare `from `: a relative import goes on with dots, which are not names.)
 _IMPORT = re.compile(rb"(?:^|\n)[ \t]*(?:import|from[ \t]+[\w.]+[ \t]+import)"
                      rb"(?:[ \t]+[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*,)*([ \t]*)\Z")
+# `from .` / `from ..`: a relative import, where a module of the package (or ` import`) follows.
+_RELATIVE = re.compile(rb"(?:^|\n)[ \t]*from[ \t]+\.+\Z")
 _MID_WORD = re.compile(r"(?:[\w)\]}'\"])\.(\w+)\Z")
 _TAIL = 512  # bytes of context kept for trigger checks
 
@@ -223,7 +227,9 @@ class NameMonitor:
             return None  # strings and comments are free text
         tail = (self._before[-_TAIL:].encode("utf-8", "surrogatepass") + bytes(self._out))[-_TAIL:]
         lead = ""
-        if _DEREF.search(tail):
+        if _RELATIVE.search(tail):
+            pass
+        elif _DEREF.search(tail):
             if _NUMBER.search(tail):
                 return None
         elif m := _IMPORT.search(tail):
@@ -243,6 +249,12 @@ class NameMonitor:
         self.stats.triggers += 1
         code, offset, lead = q
         names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline, self.stats.wait)
+        if _RELATIVE.search(code[max(0, offset - 64) : offset].encode("utf-8", "surrogatepass")):
+            parent = self._analysis.names(code[:offset] + "." + code[offset:], offset + 1, self._path,
+                                          self._workspace, self._deadline, self.stats.wait)
+            if names or parent:
+                names = (names or frozenset()) | {"." + n for n in parent or ()} | {" import"}
+                return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), b"")
         if not names:
             self.stats.stepped_aside += 1
             return step

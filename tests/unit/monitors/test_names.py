@@ -220,3 +220,24 @@ def test_a_healed_dot_does_not_query_the_word_before_it(smol_index: VocabIndex, 
     assert m.allowed() is None and m.stats.triggers == 0
     feed(m, smol_index, b".")
     assert m.active and m.stats.triggers == 1
+
+
+def test_relative_imports_offer_the_package_modules(smol_index: VocabIndex, analysis: Analysis, tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    for f in ("__init__.py", "helpers.py", "models.py", "sub/__init__.py", "sub/views.py"):
+        (pkg / f).write_text("X = 1\n")
+    path = pkg / "sub" / "views.py"
+    m = NameMonitor(smol_index, analysis, "from .", "\n", str(path), str(tmp_path))
+    mask = m.allowed()
+    assert mask is not None and m.active
+    allowed = {smol_index.token_bytes(t) for t in torch.nonzero(mask).flatten().tolist()}
+    assert b"views" in allowed or b"view" in allowed  # a module of this package
+    assert b" import" in allowed  # `from . import views`
+    assert b"." in allowed  # `from ..models`: one level up
+    assert b"os" not in allowed and b"context" not in allowed
+    feed(m, smol_index, b".")
+    mask = m.allowed()
+    allowed = {smol_index.token_bytes(t) for t in torch.nonzero(mask).flatten().tolist()}
+    assert b"models" in allowed or b"mod" in allowed or b"model" in allowed  # the parent's modules
+    assert b"views" not in allowed
