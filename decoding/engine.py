@@ -215,14 +215,9 @@ class Engine:
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
         if speculate:
-            rounds = sum(d.stats.get("spec_rounds", 0) for d in drafts)
-            drafted = sum(d.stats.get("spec_drafted", 0) for d in drafts)
-            accepted = sum(d.stats.get("spec_accepted", 0) for d in drafts)
-            lookup = sum(d.stats.get("spec_lookup_accepted", 0) for d in drafts)
-            lookup_drafted = sum(d.stats.get("spec_lookup_drafted", 0) for d in drafts)
-            timings |= {"spec_rounds": rounds, "spec_drafted": drafted, "spec_accepted": accepted,
-                        "spec_lookup_drafted": lookup_drafted, "spec_lookup_accepted": lookup,
-                        "spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
+            for k in ("rounds", "drafted", "accepted", "lookup_drafted", "lookup_accepted"):
+                timings[f"spec_{k}"] = sum(d.stats.get(f"spec_{k}", 0) for d in drafts)
+            timings |= {"spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
         if mstats is not None:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}

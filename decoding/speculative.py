@@ -153,7 +153,6 @@ class Speculator:
         early: list[dict[int, Tensor]] = []  # per position: states at the probed layers below E
         exits: list[Tensor] = []
         drafted: list[int] = []
-        fed = {id(m): 0 for m in monitors}  # drafted tokens each monitor accepted, to roll back
         x = token
         while True:
             h = b.embed(torch.tensor([[x]]))
@@ -168,7 +167,7 @@ class Speculator:
             if len(drafted) >= max(1, cfg.max_draft):
                 break
             logits = b.draft_logits(h, exit_layer)[0, -1]
-            mask = _mask(monitors, fed)
+            mask = _mask(monitors)
             if mask is not None:
                 if not bool(mask.any()):
                     break
@@ -181,9 +180,8 @@ class Speculator:
             for m in list(monitors):
                 try:
                     m.accept(y)
-                    fed[id(m)] += 1
                 except Exception:
-                    _drop(m, monitors, fed)
+                    _drop(m, monitors)
             x = y
         # Verify: the remaining layers on every exit state at once.
         stack = torch.cat(exits, dim=1)  # [1, 1+k, D]
@@ -195,11 +193,12 @@ class Speculator:
             done = cut
             late[cut] = h
         full = b.exit_logits(h, self.n_layers)[0]  # [1+k, V]
+        # A monitor still here accepted every drafted token (one that failed was dropped).
         for m in list(monitors):
             try:
-                m.rollback(fed[id(m)])
+                m.rollback(len(drafted))
             except Exception:
-                _drop(m, monitors, fed)
+                _drop(m, monitors)
         self.stats["drafted"] += len(drafted)
         self.queue = [(y, full[j + 1]) for j, y in enumerate(drafted)]
         self._from_lookup = False
@@ -224,20 +223,21 @@ class Speculator:
         self.cfg.adapt(self.n_layers)
 
 
-def _drop(m: Monitor, monitors: list[Monitor], fed: dict[int, int]) -> None:
+def _drop(m: Monitor, monitors: list[Monitor]) -> None:
     """A monitor that fails while drafting is dropped from the draft, as the decoder does."""
     log.exception("monitor %s failed while drafting; decoding goes on without it", type(m).__name__)
     monitors.remove(m)
-    fed.pop(id(m), None)
 
 
-def _mask(monitors: list[Monitor], fed: dict[int, int]) -> Tensor | None:
+def _mask(monitors: list[Monitor]) -> Tensor | None:
+    """AND of the monitors' masks. Unlike the decoder's, it keeps monitors that are done:
+    they may be needed again once the drafts roll back."""
     mask = None
     for m in list(monitors):
         try:
             allowed = None if m.done else m.allowed()
         except Exception:
-            _drop(m, monitors, fed)
+            _drop(m, monitors)
             continue
         if allowed is not None:
             mask = allowed if mask is None else mask & allowed

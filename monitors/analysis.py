@@ -175,23 +175,25 @@ class Analysis:
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
 
-    def _complete(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
-        """Runs on the jedi thread."""
+    def _script(self, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[object, int, int]:
+        """A jedi Script of `code`, and `offset` as jedi's (1-based line, column)."""
         import jedi
 
         line = code.count("\n", 0, offset) + 1
         column = offset - (code.rfind("\n", 0, offset) + 1)
-        script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
-                             environment=self._env())
+        script = jedi.Script(code=code, path=path, project=self._project(workspace, path), environment=self._env())
+        return script, line, column
+
+    def _complete(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
+        """Runs on the jedi thread."""
+        script, line, column = self._script(code, offset, path, workspace)
         names = frozenset(c.name for c in script.complete(line, column) if c.name)
         if not names:
             # The bracket trick (monitors4codegen): unclosed brackets before the cursor can
             # make jedi give up; close them right after the cursor and ask again.
             closers = _closers(code[max(0, offset - 4000) : offset])
             if closers:
-                patched = code[:offset] + closers + "\n" + code[offset:]
-                script = jedi.Script(code=patched, path=path, project=self._project(workspace, path),
-                                     environment=self._env())
+                script, _, _ = self._script(code[:offset] + closers + "\n" + code[offset:], offset, path, workspace)
                 names = frozenset(c.name for c in script.complete(line, column) if c.name)
         if not names:
             self.stats.empty += 1
@@ -208,12 +210,7 @@ class Analysis:
     def _signatures(self, code: str, offset: int, path: str | None,
                     workspace: str | None) -> tuple[Signature, ...] | None:
         """Runs on the jedi thread."""
-        import jedi
-
-        line = code.count("\n", 0, offset) + 1
-        column = offset - (code.rfind("\n", 0, offset) + 1)
-        script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
-                             environment=self._env())
+        script, line, column = self._script(code, offset, path, workspace)
         found = []
         for sig in script.get_signatures(line, column):
             if sig.type == "class" and not sig.params:
@@ -253,10 +250,7 @@ class Analysis:
         """Parse a document and infer its imports in the background (the first query is the slow one)."""
         def run() -> None:
             try:
-                import jedi
-
-                script = jedi.Script(code=code, path=path, project=self._project(workspace, path),
-                                     environment=self._env())
+                script, _, _ = self._script(code, 0, path, workspace)
                 # Inferring the imports is what the first real query would spend its time on.
                 for name in script.get_names():
                     if name.type == "module" or name.description.startswith(("import ", "from ")):

@@ -36,3 +36,11 @@ class Monitor(Protocol):
     def fork(self) -> Monitor:
         """Return an independent copy with the same state (one per draft)."""
         ...
+
+
+def roll_back(history: list, n: int) -> None:
+    """Undo the last n accepted tokens of a per-token history whose first entry is the start."""
+    if not 0 <= n < len(history):
+        raise ValueError(f"cannot roll back {n} of {len(history) - 1} tokens")
+    if n:
+        del history[-n:]

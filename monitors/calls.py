@@ -19,15 +19,15 @@ import keyword
 import re
 import threading
 import time
-import weakref
 from dataclasses import dataclass, replace
 
 import torch
 
 from monitors.analysis import Analysis, Signature
+from monitors.base import roll_back
 from monitors.names import MonitorStats
 from monitors.syntax import LexState, closing_tables, initial_state
-from monitors.vocab import VocabIndex
+from monitors.vocab import VocabIndex, derived
 
 _KEYWORD_ARG = re.compile(rb"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
 _LONE_IDENT = re.compile(rb"\s*([A-Za-z_][A-Za-z0-9_]*)\Z")
@@ -113,18 +113,6 @@ class _Tables:
         return every, bare
 
 
-_tables: weakref.WeakKeyDictionary[VocabIndex, _Tables] = weakref.WeakKeyDictionary()
-_tables_lock = threading.Lock()
-
-
-def call_tables(index: VocabIndex) -> _Tables:
-    with _tables_lock:
-        tables = _tables.get(index)
-        if tables is None:
-            tables = _tables[index] = _Tables(index)
-        return tables
-
-
 def verdict(sigs: tuple[Signature, ...], args: tuple[bytes, ...], cur: bytes) -> _Verdict | None:
     """The constraint on the call's next token, from its signatures and the arguments so far;
     None when nothing can be said (a `*x` / `**x` argument)."""
@@ -173,7 +161,7 @@ class CallMonitor:
                  stats: MonitorStats | None = None, lex: LexState | None = None,
                  _init: bool = True) -> None:
         self._index = index
-        self._tables = call_tables(index)
+        self._tables = derived(index, _Tables)
         self._analysis = analysis
         self._before = before
         self._before_tail = before[-_TAIL:].encode("utf-8", "surrogatepass")
@@ -184,7 +172,6 @@ class CallMonitor:
         self.stats = stats or MonitorStats()
         self._out = bytearray()
         self._steps: list[_Step] = []
-        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
         if _init:
             t0 = time.perf_counter()
             lex = lex if lex is not None else initial_state(before)
@@ -227,7 +214,7 @@ class CallMonitor:
                               if (head + tail) and (head + tail).decode("utf-8", "replace") not in v.keywords]
             if not forbidden:
                 return None
-            return self._mask(forbidden)
+            return self._index.excluding_mask(forbidden)
         finally:
             self.stats.ms += (time.perf_counter() - t0) * 1000
 
@@ -264,18 +251,14 @@ class CallMonitor:
         self.stats.ms += (time.perf_counter() - t0) * 1000
 
     def rollback(self, n: int) -> None:
-        if not 0 <= n < len(self._steps):
-            raise ValueError(f"cannot roll back {n} of {len(self._steps) - 1} tokens")
-        if n:
-            del self._steps[-n:]
-            del self._out[self._steps[-1].out_len :]
+        roll_back(self._steps, n)
+        del self._out[self._steps[-1].out_len :]
 
     def fork(self) -> CallMonitor:
         other = CallMonitor(self._index, self._analysis, self._before, self._after, self._path,
                             self._workspace, self._deadline, self.stats, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
-        other._masks = self._masks
         return other
 
     def _is_call(self, head: bytes) -> bool:
@@ -311,17 +294,6 @@ class CallMonitor:
             return None
         split = _split(self._before[sigs[0].bracket + 1 :].encode("utf-8", "surrogatepass"))
         return replace(frame, args=split[0], cur=split[1]) if split else None
-
-    def _mask(self, forbidden: list[int]) -> torch.Tensor:
-        key = tuple(sorted(set(forbidden)))
-        mask = self._masks.get(key)
-        if mask is None:
-            mask = torch.ones(self._index.vocab_size, dtype=torch.bool)  # [V]
-            mask[list(key)] = False
-            if len(self._masks) > 64:
-                self._masks.clear()
-            self._masks[key] = mask
-        return mask
 
 
 def _split(data: bytes) -> tuple[tuple[bytes, ...], bytes] | None:

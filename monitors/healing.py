@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from monitors.base import roll_back
 from monitors.vocab import VocabIndex
 
 # Stack entry for a state whose last token left the heal text (the decoder accepted a
@@ -76,10 +77,7 @@ class HealingMonitor:
 
     def rollback(self, n: int) -> None:
         """Undo the last n accepted tokens exactly."""
-        if not 0 <= n < len(self._consumed):
-            raise ValueError(f"cannot roll back {n} of {len(self._consumed) - 1} tokens")
-        if n:
-            del self._consumed[-n:]
+        roll_back(self._consumed, n)
 
     def fork(self) -> HealingMonitor:
         """Return an independent copy with the same state."""

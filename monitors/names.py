@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from monitors.analysis import Analysis, WaitBudget
+from monitors.base import roll_back
 from monitors.syntax import LexState, initial_state
 from monitors.vocab import VocabIndex
 
@@ -170,11 +171,8 @@ class NameMonitor:
         self.stats.ms += (time.perf_counter() - t0) * 1000
 
     def rollback(self, n: int) -> None:
-        if not 0 <= n < len(self._steps):
-            raise ValueError(f"cannot roll back {n} of {len(self._steps) - 1} tokens")
-        if n:
-            del self._steps[-n:]
-            del self._out[self._steps[-1].out_len :]
+        roll_back(self._steps, n)
+        del self._out[self._steps[-1].out_len :]
 
     def fork(self) -> NameMonitor:
         t0 = time.perf_counter()

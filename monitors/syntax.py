@@ -45,13 +45,13 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import torch
 
-from monitors.vocab import VocabIndex
+from monitors.base import roll_back
+from monitors.vocab import VocabIndex, derived
 
 log = logging.getLogger(__name__)
 
@@ -550,17 +550,9 @@ def _signature(piece: bytes) -> bytes:
     return _SIG_RUNS.sub(lambda m: m[0][:1], piece.translate(_SIG_TABLE))
 
 
-_tables: weakref.WeakKeyDictionary[VocabIndex, _Tables] = weakref.WeakKeyDictionary()
-_tables_lock = threading.Lock()
-
-
 def closing_tables(index: VocabIndex) -> _Tables:
     """The closing-bracket token tables of `index` (built once per index)."""
-    with _tables_lock:
-        tables = _tables.get(index)
-        if tables is None:
-            tables = _tables[index] = _Tables(index)
-        return tables
+    return derived(index, _Tables)
 
 
 class SyntaxMonitor:
@@ -605,10 +597,7 @@ class SyntaxMonitor:
 
     def rollback(self, n: int) -> None:
         """Undo the last n accepted tokens exactly."""
-        if not 0 <= n < len(self._states):
-            raise ValueError(f"cannot roll back {n} of {len(self._states) - 1} tokens")
-        if n:
-            del self._states[-n:]
+        roll_back(self._states, n)
 
     def fork(self) -> SyntaxMonitor:
         """Return an independent copy with the same state."""

@@ -12,11 +12,12 @@ import struct
 import tempfile
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from itertools import accumulate
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -412,6 +413,11 @@ class VocabIndex:
         key = frozenset(ids)
         return self._cached(key, lambda: self._build(torch.tensor(sorted(key), dtype=torch.long)))
 
+    def excluding_mask(self, ids: Iterable[int]) -> torch.Tensor:
+        """Return the bool mask [V] of every token but `ids` (cached; do not mutate)."""
+        key = frozenset(ids)
+        return self._cached(("not", key), lambda: ~self._build(torch.tensor(sorted(key), dtype=torch.long)))
+
     def forced_mask(self, text: bytes) -> torch.Tensor:
         """Return the mask of tokens that stay on `text`: a prefix of it, or it and more.
 
@@ -575,3 +581,17 @@ class VocabIndex:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         return mask
+
+
+T = TypeVar("T")
+_derived: weakref.WeakKeyDictionary[VocabIndex, dict[Callable[[VocabIndex], Any], Any]] = weakref.WeakKeyDictionary()
+_derived_lock = threading.Lock()
+
+
+def derived(index: VocabIndex, build: Callable[[VocabIndex], T]) -> T:
+    """`build(index)`, computed once per index and builder (monitors' token tables)."""
+    with _derived_lock:
+        tables = _derived.setdefault(index, {})
+        if build not in tables:
+            tables[build] = build(index)
+        return tables[build]
