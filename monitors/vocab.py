@@ -585,7 +585,7 @@ class VocabIndex:
 
 T = TypeVar("T")
 _derived: weakref.WeakKeyDictionary[VocabIndex, dict[Callable[[VocabIndex], Any], Any]] = weakref.WeakKeyDictionary()
-_derived_lock = threading.Lock()
+_derived_lock = threading.RLock()  # a table may be built from another derived table
 
 
 def derived(index: VocabIndex, build: Callable[[VocabIndex], T]) -> T:
