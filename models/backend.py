@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from models.config import ModelConfig
-from models.llama import KVCache, LlamaModel
+from models.llama import KVCache, LlamaModel, linear
 
 PREFILL_CHUNK = 512
 """Prefill runs in chunks of this many tokens so the [T, S] attention mask stays small."""
@@ -107,7 +107,7 @@ class TorchBackend:
         head = self.exit_heads.get(layer)
         if head is not None:
             h = head(h)
-        short = (self.model.model.norm(h) @ self._short_weight.T).float()  # [B, T, K]
+        short = linear(self.model.model.norm(h), self._short_weight).float()  # [B, T, K]
         out = torch.full((*short.shape[:-1], self.config.vocab_size), float("-inf"), device=short.device)
         out[..., self.shortlist] = short
         return out
