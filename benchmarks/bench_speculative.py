@@ -38,6 +38,7 @@ def main() -> None:
     cases = cases[::step][: args.cases]
     loaded = load_model()
     engine = Engine(loaded)
+    engine.ngram_table(wait=True)  # built (or read from the cache) before timing starts
     ws = ROOT / "benchmarks" / "workspace"
     wire = {"drafts": 1, "maxNewTokens": args.tokens, "timeBudgetMs": 600_000, "mode": "block",
             "monitors": args.monitors}
@@ -45,7 +46,8 @@ def main() -> None:
     spec_s = Settings.from_dict({**wire, "speculative": True})[0]
     ms = {"plain": 0.0, "spec": 0.0}
     tokens = {"plain": 0, "spec": 0}
-    counters = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_drafted": 0, "lookup_accepted": 0}
+    counters = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_drafted": 0, "lookup_accepted": 0,
+                "near_drafted": 0, "near_accepted": 0, "ngram_drafted": 0, "ngram_accepted": 0}
     same = 0
     for c in cases:
         out = {}
@@ -75,11 +77,16 @@ def main() -> None:
     print(f"| speculative | {tokens['spec']} | {mpt['spec']:.1f} | {mpt['plain'] / mpt['spec']:.2f}x faster | "
           f"{same} / {len(cases)} | {counters['rounds']} | {counters['drafted']} | {counters['accepted']} | "
           f"{counters['accepted'] / max(1, counters['drafted']):.1%} | {tokens['spec'] / rounds:.2f} |")
-    print(f"\nOf the drafted tokens, {counters['lookup_drafted']} came from context lookup "
-          f"({counters['lookup_accepted']} accepted) and {counters['drafted'] - counters['lookup_drafted']} from "
-          f"the exit heads ({counters['accepted'] - counters['lookup_accepted']} accepted).")
+    heads_drafted = counters["drafted"] - sum(counters[f"{k}_drafted"] for k in ("lookup", "near", "ngram"))
+    heads_accepted = counters["accepted"] - sum(counters[f"{k}_accepted"] for k in ("lookup", "near", "ngram"))
+    print(f"\nOf the drafted tokens, {counters['lookup_drafted']} came from context lookup on 3 tokens "
+          f"({counters['lookup_accepted']} accepted), {counters['near_drafted']} from lookup on 2 or 1 "
+          f"({counters['near_accepted']} accepted), {counters['ngram_drafted']} from the standard-library n-grams "
+          f"({counters['ngram_accepted']} accepted) and {heads_drafted} from the exit heads ({heads_accepted} accepted).")
     print(f"\nFinal adaptive state: exit layer {cfg.layer}, draft length {cfg.max_draft}, per-layer acceptance "
-          + json.dumps({k: round(v, 3) for k, v in sorted(cfg.alpha.items())}))
+          + json.dumps({k: round(v, 3) for k, v in sorted(cfg.alpha.items())})
+          + ", free-draft acceptance " + json.dumps({k: round(cfg.acceptance(k), 3) for k in sorted(cfg.hits)})
+          + ", measured ms per pass by tokens " + json.dumps({k: round(v, 1) for k, v in sorted(cfg.pass_ms.items())}))
 
 
 if __name__ == "__main__":

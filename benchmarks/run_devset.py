@@ -44,6 +44,10 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-3-no-monitors": ("draftls greedy, 3 drafts, monitors off", {"drafts": 3, "monitors": False}),
     "sampling-3": ("draftls sampling, 3 drafts", {"drafts": 3, "decoder": "sampling"}),
     "greedy-spec": ("draftls greedy, 1 draft, self-speculative", {"drafts": 1, "speculative": True}),
+    "greedy-stop": ("draftls greedy, 1 draft, stop-on-uncertain", {"drafts": 1, "stopOnUncertain": True}),
+    "greedy-exit": ("draftls greedy, 1 draft, dynamic early exit", {"drafts": 1, "earlyExit": True}),
+    "greedy-spec-stop": ("draftls greedy, 1 draft, self-speculative + stop-on-uncertain",
+                         {"drafts": 1, "speculative": True, "stopOnUncertain": True}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -14,6 +14,8 @@ import torch
 from decoding.prompt import Prompt, build_prompt
 from decoding.sampling import Budget, Draft, decode_draft
 from decoding.settings import Settings
+from decoding.early_exit import EarlyExiter, exit_config
+from decoding.ngram import NgramTable, stdlib_table
 from decoding.speculative import Speculator, default_config
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
@@ -23,7 +25,7 @@ from monitors.calls import CallMonitor
 from monitors.healing import HealingMonitor
 from monitors.names import MonitorStats, NameMonitor
 from monitors.syntax import SyntaxMonitor, initial_state
-from monitors.vocab import VocabIndex
+from monitors.vocab import VocabIndex, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ class Engine:
         self.analysis = Analysis()  # jedi, shared by all requests (its caches are per workspace)
         # Self-speculation's exit layer and draft length adapt across requests (None: no exit heads).
         self.spec_cfg = default_config(self.backend)
+        self.exit_cfg = exit_config(self.backend)  # None: no calibrated exit heads, early exit is off
+        self._ngrams: Future[NgramTable] | None = None  # the standard-library table, built on first need
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0, "typed_through": 0}
@@ -180,17 +184,27 @@ class Engine:
         drafts: list[Draft] = []
         sampled = s.decoder == "sampling"
         speculate = s.speculative and not sampled and self.spec_cfg is not None
+        # Speculation is lossless and early exit is not: with both on, speculation wins.
+        exiting = s.early_exit and not speculate and self.exit_cfg is not None
+        exiters: list[EarlyExiter] = []
         for i in range(s.drafts):
             budget = first if i == 0 else rest
             if cancelled() or (i > 0 and time.perf_counter() > deadline):
                 break
             # Greedy: draft i branches at the i-th best first token. Sampling: seeded draws.
             gen = torch.Generator().manual_seed(s.seed + i) if sampled else None
+            stepper: Speculator | EarlyExiter | None = None
+            if speculate:
+                stepper = Speculator(self.backend, self.spec_cfg, eos, prompt.ids, self.ngram_table())
+            elif exiting:
+                stepper = EarlyExiter(self.backend, self.exit_cfg)
+                exiters.append(stepper)
             draft = decode_draft(
                 self.backend, logits, self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos, budget,
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
                 branch=0 if sampled else i,
-                speculator=Speculator(self.backend, self.spec_cfg, eos, prompt.ids) if speculate else None,
+                stepper=stepper,
+                uncertain=s.uncertain_threshold if s.stop_on_uncertain else 0.0,
             )
             self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
             drafts.append(draft)
@@ -215,13 +229,37 @@ class Engine:
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
         if speculate:
-            for k in ("rounds", "drafted", "accepted", "lookup_drafted", "lookup_accepted"):
+            for k in ("rounds", "drafted", "accepted", "lookup_drafted", "lookup_accepted", "near_drafted",
+                      "near_accepted", "ngram_drafted", "ngram_accepted"):
                 timings[f"spec_{k}"] = sum(d.stats.get(f"spec_{k}", 0) for d in drafts)
             timings |= {"spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
+        if exiters:
+            steps = sum(e.stats["tokens"] for e in exiters)
+            timings["exit_tokens"] = steps
+            timings["exit_mean_layers"] = sum(e.stats["layers"] for e in exiters) / steps if steps else 0.0
         if mstats is not None:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}
         return CompletionResult(ranked, timings)
+
+    def ngram_table(self, wait: bool = False) -> NgramTable | None:
+        """The standard-library n-gram table; the first call starts building it in the background
+        (a few seconds, then cached on disk) and requests draft without it until it is ready."""
+        if self._ngrams is None:
+            cache = default_cache_dir()
+            tok = self.tok.hf
+            encode = lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
+            pool = ThreadPoolExecutor(1, thread_name_prefix="draftls-ngram")
+            self._ngrams = pool.submit(stdlib_table, encode, self.backend.config.vocab_size, tok.to_str(),
+                                       cache.parent if cache is not None else None)
+            pool.shutdown(wait=False)
+        if not wait and not self._ngrams.done():
+            return None
+        try:
+            return self._ngrams.result()
+        except Exception:
+            log.exception("the n-gram table could not be built; speculation drafts without it")
+            return None
 
     def warm(self, text: str, path: str | None, workspace: str | None) -> Future[None]:
         """Let static analysis read a document in the background (an editor just opened it)."""

@@ -7,11 +7,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from decoding.speculative import Speculator
 from decoding.stopping import StopRules
 from models.backend import Backend
 from monitors.base import Monitor
@@ -27,6 +27,9 @@ class Draft:
     text: str
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)  # p of each token as chosen (masks applied)
+    margins: list[float] = field(default_factory=list)  # p1 - p2 at each token
+    ends: list[int] = field(default_factory=list)  # visible text length after each token (-1: still healing)
     stop_reason: str = ""
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -34,6 +37,17 @@ class Draft:
     def score(self) -> float:
         """Mean token log-probability (0 for an empty draft)."""
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
+
+
+class Stepper(Protocol):
+    """Gives the logits after each chosen token in place of a plain full step (speculation,
+    early exit); `stats` are counters reported under `prefix`."""
+
+    prefix: str
+    stats: dict[str, int]
+
+    def next_logits(self, token: int, monitors: list[Monitor]) -> Tensor: ...
+    def finish(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -104,14 +118,21 @@ def decode_draft(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     branch: int = 0,
-    speculator: Speculator | None = None,
+    stepper: Stepper | None = None,
+    uncertain: float = 0.0,
 ) -> Draft:
     """Decode one draft from `logits` [V] (the prediction after the prompt in the cache).
 
     `branch` = i > 0 takes the i-th most likely token at the first free step (after the
     healed text), then goes on greedily: distinct drafts that each start where the model
-    itself hesitates. With a `speculator` (greedy only), the logits after each token come
-    from its verified drafts: the same tokens, fewer full passes.
+    itself hesitates. With a `stepper`, the logits after each token come from it: a
+    speculator's verified drafts (greedy only; the same tokens, fewer full passes) or an
+    early exiter's confident layers.
+
+    Stop-on-uncertain: once past the healed text, a token the model gives less than
+    `uncertain` probability (after the masks) ends the draft before it, so what is shown
+    is the confident part; an uncertain first token leaves no suggestion at all. The
+    deliberate branch token of draft i > 0 is exempt: it is an alternative by design.
     """
     active = list(monitors)
     branched = branch == 0
@@ -136,36 +157,50 @@ def decode_draft(
                 reason = "monitor"  # the constraint cannot be met: end the draft, never crash
                 break
         scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
+        deliberate = False
         if not branched and len(out) >= len(heal):
-            branched = True
+            branched = deliberate = True
             token = int(torch.topk(scores, branch + 1).indices[-1])
         else:
             token = choose(scores, temperature, top_p, generator)
+        probs = torch.softmax(scores, -1)  # [V], the masked distribution
+        top2 = torch.topk(probs, 2).values
+        conf = float(probs[token])
+        # Re-typing the healed text is no guess; a token that goes past it is.
+        retyping = len(out) + len(vocab.token_bytes(token)) <= len(heal)
+        if uncertain > 0 and not retyping and not deliberate and conf < uncertain:
+            reason = "uncertain"
+            break
         if token in eos_ids:
             reason = "eos"
             break
         draft.token_ids.append(token)
         draft.logprobs.append(float(torch.log_softmax(logits, -1)[token]))
+        draft.confidences.append(conf)
+        draft.margins.append(float(top2[0] - top2[1]))
         accept_all(active, token)
         out += vocab.token_bytes(token)
+        draft.ends.append(-1)
         if len(out) >= len(heal):
             text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
+            draft.ends[-1] = len(text)
             if rules.cut(text) is not None:
                 reason = "rule"
                 break
-        if speculator is not None:
-            logits = speculator.next_logits(token, active)
+        if stepper is not None:
+            logits = stepper.next_logits(token, active)
         else:
             logits = backend.step(torch.tensor([[token]]))[0, -1]
-    if speculator is not None:
-        speculator.finish()
+    if stepper is not None:
+        stepper.finish()
     healed = len(out) >= len(heal)
     text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
-    draft.text = rules.finish(text, complete=reason in ("rule", "eos")) if healed else ""
+    # An uncertain stop keeps the confident part of the last line: that part is the suggestion.
+    draft.text = rules.finish(text, complete=reason in ("rule", "eos", "uncertain")) if healed else ""
     draft.stop_reason = reason
     n = len(draft.token_ids)
     ms = (time.perf_counter() - t0) * 1000
     draft.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
-    if speculator is not None:
-        draft.stats |= {f"spec_{k}": float(v) for k, v in speculator.stats.items()}
+    if stepper is not None:
+        draft.stats |= {f"{stepper.prefix}_{k}": float(v) for k, v in stepper.stats.items()}
     return draft

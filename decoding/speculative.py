@@ -21,21 +21,28 @@ unit of cost, (1 - a^(d+1)) / (1 - a) / (d * c_draft(E) + c_verify(E)). When no 
 beats plain decoding (gain 1 per full step), rounds are plain steps, with a probe now
 and then to notice when drafting would pay.
 
-Code repeats itself, so a second drafter costs nothing: when the last tokens occurred
-before (in the prompt or the draft so far), what followed them then is proposed
-(prompt lookup), and the full model verifies it in one pass over the 1+k tokens. It is
-tried first; the exit-head drafter is the fallback. Both are lossless.
+Code repeats itself, so more drafters cost no model time: when the last three tokens
+occurred before (in the prompt or the draft so far), what followed them then is
+proposed (prompt lookup); else the same on the last two tokens or the last one; else
+the standard-library n-gram table proposes its most frequent continuation. The full model verifies such a draft in one pass over the 1+k
+tokens. How many of them to send is chosen from the measured cost of a pass of each
+length and each source's measured acceptance: on a CPU a pass over 2 tokens costs about
+what a 1-token step does, so a single free guess is almost always worth it, while long
+guesses pay only where they are usually right. They are tried first; the exit-head
+drafter is the fallback. All are lossless.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from decoding.ngram import NgramTable
 from models.backend import Backend
 from monitors.base import Monitor
 
@@ -52,11 +59,47 @@ class SpecConfig:
     eta: float = 0.5  # stop drafting below this draft confidence
     probe_every: int = 8  # rounds between acceptance probes of every layer
     alpha: dict[int, float] = field(default_factory=dict)  # per-layer acceptance estimates
+    probed: dict[int, list[float]] = field(default_factory=dict)  # per layer: [agreed, positions] (decayed)
     rounds: int = 0
     lookup: int = 8  # most tokens a context-lookup draft proposes (0: no lookup drafts)
     lookup_ngram: int = 3  # tokens that must match before the lookup position
+    ngram: int = 4  # most tokens an n-gram draft proposes (0: none)
+    ngram_floor: float = 0.5  # an n-gram draft goes past its first token only while each share is above this
     head_share: float = 0.2  # share of one full step spent in the LM head
     short_share: float = 0.03  # the shortlisted head's share
+    pass_ms: dict[int, float] = field(default_factory=dict)  # measured ms of a full pass over T tokens
+    hits: dict[str, list[float]] = field(default_factory=dict)  # per free source: [accepted, missed] (decayed)
+
+    def pass_cost(self, t: int) -> float:
+        """Measured (or, until measured, estimated) ms of a full pass over t tokens."""
+        if t in self.pass_ms:
+            return self.pass_ms[t]
+        base = self.pass_ms.get(1) or self.pass_ms.get(2) or 1.0
+        return base * (1 + 0.15 * (t - 1))
+
+    def record_pass(self, t: int, ms: float) -> None:
+        old = self.pass_ms.get(t)
+        self.pass_ms[t] = ms if old is None else 0.9 * old + 0.1 * ms
+
+    def acceptance(self, source: str) -> float:
+        """Chance that a free draft's next token is accepted, given the ones before it were."""
+        acc, miss = self.hits.get(source, [1.0, 1.0])  # a weak prior of 1/2
+        return acc / (acc + miss)
+
+    def record_hits(self, source: str, accepted: int, missed: bool) -> None:
+        h = self.hits.setdefault(source, [1.0, 1.0])
+        h[0], h[1] = 0.98 * h[0] + accepted, 0.98 * h[1] + missed
+
+    def free_length(self, source: str, available: int) -> int:
+        """How many of `available` free draft tokens to verify: the most expected tokens per ms."""
+        a = self.acceptance(source)
+        best, best_k, expect = 1.0 / self.pass_cost(1), 0, 1.0
+        for k in range(1, available + 1):
+            expect += a**k
+            gain = expect / self.pass_cost(1 + k)
+            if gain > best:
+                best, best_k = gain, k
+        return best_k
 
     def cost(self, layer: int, d: int, n_layers: int) -> float:
         """Cost of a round in full steps: d drafted tokens and a (1+d)-token verify."""
@@ -78,17 +121,22 @@ class SpecConfig:
 class Speculator:
     """Gives the decoder the logits after each chosen token, drafting and verifying ahead."""
 
-    def __init__(self, backend: Backend, cfg: SpecConfig, eos_ids: set[int], context: list[int] | None = None):
+    def __init__(self, backend: Backend, cfg: SpecConfig, eos_ids: set[int], context: list[int] | None = None,
+                 ngrams: NgramTable | None = None):
         self.backend = backend
         self.cfg = cfg
         self.eos = eos_ids
         self.n_layers = backend.config.num_layers
         self.queue: list[tuple[int, Tensor]] = []  # drafted tokens with the verified logits after them
+        self.prefix = "spec"  # of its counters in a draft's stats
+        self.ngrams = ngrams
         self.stats = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_rounds": 0, "lookup_drafted": 0,
-                      "lookup_accepted": 0}
-        self._from_lookup = False  # whether the queued drafts came from the context
+                      "lookup_accepted": 0, "near_rounds": 0, "near_drafted": 0, "near_accepted": 0, "ngram_rounds": 0,
+                      "ngram_drafted": 0, "ngram_accepted": 0}
+        self._source = ""  # where the queued drafts came from: "lookup", "near", "ngram" or "" (exit heads)
+        self._taken = 0  # of the queued free drafts, how many the decoder took
         self.history: list[int] = list(context or [])[-4096:]  # prompt and chosen tokens, for lookup
-        self._seen: dict[tuple[int, ...], int] = {}  # n-gram -> where it last ended in `history`
+        self._seen: dict[tuple[int, ...], int] = {}  # 1- to n-gram -> where it last ended in `history`
         self._indexed = 0  # n-grams ending at or before this are in `_seen`
         self._index(len(self.history) - 1)  # the last n-gram is looked up, not found
 
@@ -98,56 +146,97 @@ class Speculator:
         if self.queue:
             if self.queue[0][0] == token:
                 self.stats["accepted"] += 1
-                self.stats["lookup_accepted"] += self._from_lookup
+                if self._source:
+                    self.stats[f"{self._source}_accepted"] += 1
+                    self._taken += 1
+                    if len(self.queue) == 1:
+                        self.cfg.record_hits(self._source, self._taken, False)
                 return self.queue.pop(0)[1]
-            self.backend.truncate(self.backend.length - len(self.queue))  # drop the unused drafts
-            self.queue.clear()
+            self._drop_queue(missed=True)
         return self._round(token, monitors)
 
     def finish(self) -> None:
         """Forget drafts the decoder did not get to (it stopped)."""
+        self._drop_queue(missed=False)
+
+    def _drop_queue(self, missed: bool) -> None:
         if self.queue:
-            self.backend.truncate(self.backend.length - len(self.queue))
+            self.backend.truncate(self.backend.length - len(self.queue))  # drop the unused drafts
             self.queue.clear()
+            if self._source:
+                self.cfg.record_hits(self._source, self._taken, missed)
 
     def _remember(self, token: int) -> None:
         self.history.append(token)
 
     def _index(self, upto: int) -> None:
-        """Index the n-grams that end after `_indexed` and at or before `upto`."""
-        n = self.cfg.lookup_ngram
-        for end in range(max(self._indexed + 1, n), upto + 1):
-            self._seen[tuple(self.history[end - n : end])] = end
+        """Index the 1- to n-grams that end after `_indexed` and at or before `upto`."""
+        for end in range(self._indexed + 1, upto + 1):
+            for n in range(1, min(self.cfg.lookup_ngram, end) + 1):
+                self._seen[tuple(self.history[end - n : end])] = end
         self._indexed = max(self._indexed, upto)
 
-    def _lookup(self) -> list[int]:
-        """What followed the last n tokens the previous time they occurred (at most `lookup` tokens)."""
-        n, k, here = self.cfg.lookup_ngram, self.cfg.lookup, len(self.history)
+    def _lookup(self, n: int | None = None) -> list[int]:
+        """What followed the last n tokens (default `lookup_ngram`) the previous time they
+        occurred, at most `lookup` tokens."""
+        n = n or self.cfg.lookup_ngram
+        k, here = self.cfg.lookup, len(self.history)
         if k <= 0 or here <= n:
             return []
         self._index(here - 1)  # everything before now, so the n-gram does not find itself
         end = self._seen.get(tuple(self.history[-n:]))
         return self.history[end : end + k] if end is not None else []
 
+    def _near_lookup(self) -> list[int]:
+        """Lookup on a shorter match (the last 2 tokens, then the last one): right less often
+        than a full match, still about half the time in code, and still free."""
+        for n in range(self.cfg.lookup_ngram - 1, 0, -1):
+            if found := self._lookup(n):
+                return found
+        return []
+
+    def _ngram_draft(self) -> list[int]:
+        """The n-gram table's continuation: its first guess, then more while they are common."""
+        if self.ngrams is None or self.cfg.ngram <= 0:
+            return []
+        context, out = self.history[-3:], []
+        while len(out) < self.cfg.ngram:
+            guess = self.ngrams.predict(context)
+            if guess is None or (out and guess[1] < self.cfg.ngram_floor):
+                break
+            out.append(guess[0])
+            context = [*context[1:], guess[0]]
+        return out
+
+    def _timed_step(self, ids: list[int]) -> Tensor:
+        """A full pass over ids, timed for the cost model: logits [T, V]."""
+        t0 = time.perf_counter()
+        out = self.backend.step(torch.tensor([ids]))[0]
+        self.cfg.record_pass(len(ids), (time.perf_counter() - t0) * 1000)
+        return out
+
     @torch.inference_mode()
     def _round(self, token: int, monitors: list[Monitor]) -> Tensor:
         cfg, b = self.cfg, self.backend
-        guess = list(itertools.takewhile(lambda t: t not in self.eos, self._lookup()))
-        if guess:
-            # Verify the lookup draft with the full model: one pass over [token, guess...].
+        for source, draft in (("lookup", self._lookup), ("near", self._near_lookup), ("ngram", self._ngram_draft)):
+            guess = list(itertools.takewhile(lambda t: t not in self.eos, draft()))
+            guess = guess[: cfg.free_length(source, len(guess))]
+            if not guess:
+                continue
+            # Verify the free draft with the full model: one pass over [token, guess...].
             self.stats["rounds"] += 1
-            self.stats["lookup_rounds"] += 1
-            full = b.step(torch.tensor([[token, *guess]]))[0]  # [1+k, V]
+            self.stats[f"{source}_rounds"] += 1
+            full = self._timed_step([token, *guess])  # [1+k, V]
             self.stats["drafted"] += len(guess)
-            self.stats["lookup_drafted"] += len(guess)
-            self._from_lookup = True
+            self.stats[f"{source}_drafted"] += len(guess)
+            self._source, self._taken = source, 0
             self.queue = [(y, full[j + 1]) for j, y in enumerate(guess)]
             return full[0]
         probe = cfg.rounds % cfg.probe_every == 0
         cfg.rounds += 1
         self.stats["rounds"] += 1
         if cfg.max_draft == 0 and not probe:
-            return b.step(torch.tensor([[token]]))[0, -1]  # drafting does not pay here
+            return self._timed_step([token])[-1]  # drafting does not pay here
         exit_layer = cfg.layer
         cuts = sorted({l for l in cfg.layers if l < exit_layer} | {exit_layer}) if probe else [exit_layer]
         early: list[dict[int, Tensor]] = []  # per position: states at the probed layers below E
@@ -167,7 +256,7 @@ class Speculator:
             if len(drafted) >= max(1, cfg.max_draft):
                 break
             logits = b.draft_logits(h, exit_layer)[0, -1]
-            mask = _mask(monitors)
+            mask = draft_mask(monitors)
             if mask is not None:
                 if not bool(mask.any()):
                     break
@@ -201,7 +290,7 @@ class Speculator:
                 _drop(m, monitors)
         self.stats["drafted"] += len(drafted)
         self.queue = [(y, full[j + 1]) for j, y in enumerate(drafted)]
-        self._from_lookup = False
+        self._source = ""
         if probe:
             self._probe(full, early, late, stack, exit_layer)
         return full[0]
@@ -217,9 +306,11 @@ class Speculator:
             if h is None:
                 continue
             got = self.backend.draft_logits(h, layer)[0].argmax(-1)
-            rate = float((got == want).float().mean())
-            old = self.cfg.alpha.get(layer)
-            self.cfg.alpha[layer] = rate if old is None else 0.8 * old + 0.2 * rate
+            counts = self.cfg.probed.setdefault(layer, [0.0, 0.0])
+            counts[0] = 0.95 * counts[0] + float((got == want).sum())
+            counts[1] = 0.95 * counts[1] + len(want)
+            # A Beta(1, 3) prior: a probe of one or two positions must not make a layer look perfect.
+            self.cfg.alpha[layer] = (counts[0] + 1) / (counts[1] + 4)
         self.cfg.adapt(self.n_layers)
 
 
@@ -229,9 +320,10 @@ def _drop(m: Monitor, monitors: list[Monitor]) -> None:
     monitors.remove(m)
 
 
-def _mask(monitors: list[Monitor]) -> Tensor | None:
-    """AND of the monitors' masks. Unlike the decoder's, it keeps monitors that are done:
-    they may be needed again once the drafts roll back."""
+def draft_mask(monitors: list[Monitor]) -> Tensor | None:
+    """AND of the monitors' masks for a token decided ahead of the decoder (a draft, an early
+    exit). Unlike the decoder's, it keeps monitors that are done: they may be needed again
+    once drafts roll back."""
     mask = None
     for m in list(monitors):
         try:

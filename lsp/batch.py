@@ -94,7 +94,10 @@ def case_result(case: Case, result: CompletionResult) -> tuple[dict[str, Any], C
     s = score([d.text for d in result.drafts], case.target, case.ident if case.kind == "deref" else None)
     record = {
         "id": case.id, "kind": case.kind, "target": case.target,
-        "drafts": [{"text": d.text, "score": d.score, "stop": d.stop_reason, "tokens": len(d.token_ids)}
+        "drafts": [{"text": d.text, "score": d.score, "stop": d.stop_reason, "tokens": len(d.token_ids),
+                    # per token, for the stop-on-uncertain curve (benchmarks/stop_curve.py)
+                    "conf": [round(c, 4) for c in d.confidences], "margin": [round(m, 4) for m in d.margins],
+                    "ends": d.ends}
                    for d in result.drafts],
         "timings": result.timings,
         "metrics": {k: v for k, v in vars(s).items() if v is not None},

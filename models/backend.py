@@ -52,13 +52,16 @@ class TorchBackend:
         self.config = model.cfg
         self.dtype = next(model.parameters()).dtype
         self.exit_heads: dict[int, torch.nn.Module] = {}
+        self.exit_thresholds: dict[int, float] = {}  # calibrated early-exit confidence per head layer
         self.shortlist: Tensor | None = None  # [K] token ids that drafting may propose
         self._short_weight: Tensor | None = None  # [K, D] their rows of the LM head
         self.cache = KVCache(self.config, 1, self.dtype, self.device)
 
-    def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None) -> None:
-        """Use trained exit adapters (by layer) and a drafting shortlist."""
+    def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
+                     thresholds: dict[int, float] | None = None) -> None:
+        """Use trained exit adapters (by layer), a drafting shortlist and early-exit thresholds."""
         self.exit_heads = {l: a.to(self.device, self.dtype) for l, a in adapters.items()}
+        self.exit_thresholds = {l: t for l, t in (thresholds or {}).items() if l in self.exit_heads}
         self.shortlist = shortlist.to(self.device) if shortlist is not None else None
         self._short_weight = None
         if self.shortlist is not None:

@@ -58,6 +58,11 @@ class ExitHeads:
     def layers(self) -> list[int]:
         return sorted(self.adapters)
 
+    @property
+    def thresholds(self) -> dict[int, float]:
+        """Early-exit confidence thresholds by layer, from `benchmarks/calibrate_exits.py` ({} if none)."""
+        return {int(l): float(t) for l, t in self.meta.get("exit_thresholds", {}).items()}
+
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file
 

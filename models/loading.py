@@ -234,7 +234,7 @@ def attach_shipped_heads(model_id: str, backend: TorchBackend) -> list[int]:
     except Exception as e:  # a bad heads file costs the speed-up, never the model
         log.warning("exit heads %s not usable (%s): using the plain shared head", path, e)
         return []
-    backend.attach_heads(heads.adapters, heads.shortlist)
+    backend.attach_heads(heads.adapters, heads.shortlist, heads.thresholds)
     return heads.layers
 
 

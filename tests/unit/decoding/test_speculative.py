@@ -77,7 +77,9 @@ def test_when_the_late_layers_do_nothing_every_draft_is_accepted() -> None:
         torch.nn.init.zeros_(block.self_attn.o_proj.weight)
         torch.nn.init.zeros_(block.mlp.down_proj.weight)
     engine = Engine(loaded)
-    engine.spec_cfg = SpecConfig(layers=[2], layer=2, max_draft=4, eta=0.0, probe_every=1000, lookup=0)
+    # rounds=1: no probe (at round 0) re-tunes the draft length this test fixes at 4.
+    engine.spec_cfg = SpecConfig(layers=[2], layer=2, max_draft=4, eta=0.0, probe_every=1000, lookup=0, ngram=0,
+                                 rounds=1)
     text = PROMPTS[0]
     plain = _tokens(engine, text, drafts=1)
     engine.cached = []
@@ -91,7 +93,7 @@ def test_when_the_late_layers_do_nothing_every_draft_is_accepted() -> None:
 
 def test_a_confidence_floor_stops_drafting(headed: LoadedModel) -> None:
     engine = Engine(headed)
-    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=1.01, probe_every=1000, lookup=0)  # nothing is confident enough
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=1.01, probe_every=1000, lookup=0, ngram=0)  # nothing is confident enough
     text = PROMPTS[1]
     assert _tokens(engine, text, speculative=True) == _tokens(engine, text)
     engine.cached = []
@@ -137,3 +139,38 @@ def test_lookup_index_finds_the_previous_occurrence() -> None:
     assert spec._lookup() == [8, 9, 5]  # `6 7`
     spec._remember(1)
     assert spec._lookup() == []  # `7 1` never occurred
+
+
+def test_free_draft_length_follows_measured_costs_and_acceptance() -> None:
+    cfg = SpecConfig(layers=[2], layer=2)
+    for t, ms in ((1, 30.0), (2, 31.0), (3, 42.0), (4, 43.0), (5, 50.0)):
+        cfg.record_pass(t, ms)
+    cfg.hits["ngram"] = [1.0, 9.0]  # 10% acceptance
+    assert cfg.free_length("ngram", 4) == 1  # a second token in the pass is nearly free: still worth one guess
+    cfg.hits["lookup"] = [95.0, 5.0]
+    assert cfg.free_length("lookup", 4) == 4  # nearly always right: send them all
+    cfg.record_pass(2, 1000.0)  # if a 2-token pass were expensive, a poor guess would not be sent
+    cfg.pass_ms[2] = 60.0
+    assert cfg.free_length("ngram", 1) == 0
+
+
+def test_ngram_drafts_stay_lossless_and_are_counted(headed: LoadedModel) -> None:
+    from concurrent.futures import Future
+
+    from decoding.ngram import NgramTable
+
+    engine = Engine(headed)
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, probe_every=1000, lookup=0)
+    text = PROMPTS[0]
+    plain = _tokens(engine, text, drafts=1)
+    # A table that has seen exactly the greedy output predicts it: its drafts are accepted.
+    ids = engine.tok.encode(text)[-3:] + plain[0]
+    done: Future[NgramTable] = Future()
+    done.set_result(NgramTable.build(torch.tensor(ids * 2).numpy(), headed.backend.config.vocab_size))
+    engine._ngrams = done
+    engine.cached = []
+    res = engine.complete(CompletionRequest(text, len(text), settings=_settings(speculative=True, drafts=1)))
+    assert [d.token_ids for d in res.drafts] == plain
+    t = res.timings
+    assert t["spec_ngram_drafted"] > 0 and t["spec_ngram_accepted"] > 0
+    assert t["spec_ngram_accepted"] <= t["spec_ngram_drafted"]
