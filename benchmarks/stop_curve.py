@@ -56,7 +56,7 @@ def curve(records: list[dict], feature: str) -> list[dict[str, float]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("results", type=Path, help="a run_devset.py --out JSONL of a greedy configuration")
-    p.add_argument("--feature", choices=["conf", "margin"], default="conf")
+    p.add_argument("--feature", choices=["conf", "margin"], default="margin")
     args = p.parse_args()
     records = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     print(f"Command: `.venv/bin/python benchmarks/stop_curve.py {args.results} --feature {args.feature}`  ")

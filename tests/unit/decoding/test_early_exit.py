@@ -10,8 +10,8 @@ import torch
 from decoding.early_exit import EarlyExiter, ExitConfig, calibrate, exit_config
 from decoding.engine import CompletionRequest, Engine
 from decoding.settings import Settings
-from models.exit_heads import ExitAdapter
 from models.loading import LoadedModel, load_model
+from tests.unit.decoding.helpers import headed_tiny
 
 TEXT = "import os\n\n\ndef join_all(parts):\n    result = os.path."
 
@@ -29,15 +29,7 @@ def _complete(engine: Engine, text: str = TEXT, **kw: object) -> tuple[list[list
 
 @pytest.fixture()
 def headed() -> LoadedModel:
-    loaded = load_model("tiny")
-    torch.manual_seed(2)
-    adapters = {}
-    for layer in (1, 2):
-        a = ExitAdapter(loaded.backend.config.hidden_size, 8)
-        torch.nn.init.normal_(a.up.weight, std=0.05)
-        adapters[layer] = a.eval().requires_grad_(False)
-    loaded.backend.attach_heads(adapters, None, {1: 0.5, 2: 0.5})
-    return loaded
+    return headed_tiny(seed=2, thresholds={1: 0.5, 2: 0.5})
 
 
 def test_calibrate_picks_the_lowest_threshold_that_keeps_the_precision() -> None:
@@ -98,11 +90,12 @@ def test_stop_on_uncertain_cuts_the_draft_before_the_first_unsure_token(tiny: Lo
     engine.cached = []
     s = _settings(monitors=False, tokenHealing=False)
     full = engine.complete(CompletionRequest(TEXT, len(TEXT), settings=s)).drafts[0]
-    assert len(full.confidences) == len(full.token_ids) >= 4
-    # A threshold just above the confidence of token j (j > 0, the lowest after the first).
-    j = 1 + min(range(len(full.confidences) - 1), key=lambda i: full.confidences[i + 1])
-    t = full.confidences[j] + 1e-6
-    cut = next(i for i, c in enumerate(full.confidences) if c < t)
+    assert len(full.margins) == len(full.confidences) == len(full.token_ids) >= 4
+    assert all(0 <= m <= c <= 1 for m, c in zip(full.margins, full.confidences))
+    # A threshold just above the margin of token j (j > 0, the lowest after the first).
+    j = 1 + min(range(len(full.margins) - 1), key=lambda i: full.margins[i + 1])
+    t = full.margins[j] + 1e-6
+    cut = next(i for i, m in enumerate(full.margins) if m < t)
     engine.cached = []
     s2 = _settings(monitors=False, tokenHealing=False, stopOnUncertain=True, uncertainThreshold=t)
     res = engine.complete(CompletionRequest(TEXT, len(TEXT), settings=s2))

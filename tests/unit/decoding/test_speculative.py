@@ -10,8 +10,8 @@ import torch
 from decoding.engine import CompletionRequest, Engine
 from decoding.settings import Settings
 from decoding.speculative import SpecConfig
-from models.exit_heads import ExitAdapter
 from models.loading import LoadedModel, load_model
+from tests.unit.decoding.helpers import headed_tiny
 
 PROMPTS = [
     "import os\n\n\ndef join_all(parts):\n    result = os.path.",
@@ -42,17 +42,9 @@ def _tokens(engine: Engine, text: str, **kw: object) -> list[list[int]]:
 
 @pytest.fixture(scope="module")
 def headed() -> LoadedModel:
-    """A tiny random model (4 layers) with random exit adapters at layers 1 and 2."""
-    loaded = load_model("tiny")
-    torch.manual_seed(1)
-    adapters = {}
-    for layer in (1, 2):
-        a = ExitAdapter(loaded.backend.config.hidden_size, 8)
-        torch.nn.init.normal_(a.up.weight, std=0.05)
-        adapters[layer] = a.eval().requires_grad_(False)
-    shortlist = torch.arange(0, loaded.backend.config.vocab_size, 3)  # a third of the vocabulary
-    loaded.backend.attach_heads(adapters, shortlist)
-    return loaded
+    """A tiny random model (4 layers) with random exit adapters at layers 1 and 2 and a
+    shortlist of a third of the vocabulary."""
+    return headed_tiny(seed=1, shortlist_every=3)
 
 
 @pytest.mark.parametrize("monitors", [False, True])
