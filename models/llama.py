@@ -7,6 +7,8 @@ speculation and superposition can drive it one segment at a time.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -118,15 +120,20 @@ def attend(q: Tensor, k: Tensor, v: Tensor, start: int, window: int | None = Non
         # Keys older than every query's window are never seen: drop them up front.
         k, v = k[:, :, -(window + t - 1) :], v[:, :, -(window + t - 1) :]
         start = window - 1
-    mask = None
-    if t > 1 or window is not None:
-        # Query i sits at position start+i and may see keys 0..start+i (within the window).
-        rows = torch.arange(t, device=q.device)[:, None] + start
-        cols = torch.arange(k.shape[2], device=q.device)[None, :]
-        mask = cols <= rows  # [T, S]
-        if window is not None:
-            mask = mask & (cols > rows - window)
+    mask = _causal_mask(t, start, k.shape[2], window, q.device) if t > 1 or window is not None else None
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _causal_mask(t: int, start: int, s: int, window: int | None, device: torch.device) -> Tensor:
+    """[T, S] bool: query i sits at position start+i and may see keys 0..start+i (within the
+    window). Cached: every layer of one pass asks for the same mask."""
+    rows = torch.arange(t, device=device)[:, None] + start
+    cols = torch.arange(s, device=device)[None, :]
+    mask = cols <= rows
+    if window is not None:
+        mask = mask & (cols > rows - window)
+    return mask
 
 
 class Attention(nn.Module):
