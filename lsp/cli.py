@@ -86,6 +86,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
         f"({t['reused_tokens']} reused), prefill {t['prefill_ms']:.0f} ms, decode {t['decode_ms']:.0f} ms "
         f"for {t['generated_tokens']} tokens ({t['ms_per_token']:.1f} ms/token), total {t['total_ms']:.0f} ms"
     )
+    if "spec_rounds" in t:
+        print(f"--- speculative: {t['spec_rounds']:.0f} verify passes, {t['spec_accepted']:.0f} of "
+              f"{t['spec_drafted']:.0f} drafted tokens accepted")
+    if "exit_mean_layers" in t:
+        print(f"--- early exit: {t['exit_mean_layers']:.2f} layers per token on average")
     return 0
 
 

@@ -64,6 +64,27 @@ def test_cli_json_drafts_and_timings(tmp_path: Path) -> None:
     assert src.read_text(encoding="utf-8") == "names = ['🐍']\nnames.\n"  # never writes the file
 
 
+def test_cli_text_reports_speculation_and_early_exit(tmp_path: Path) -> None:
+    src = tmp_path / "a.py"
+    src.write_text("total = 0\nfor item in items:\n    total += item.price\nfor item in items:\n    ", encoding="utf-8")
+    spec = _run_cli("complete", str(src), "--line", "4", "--character", "4", "--drafts", "1",
+                    "--max-new-tokens", "12", "--set", "speculative=true")
+    assert spec.returncode == 0, spec.stderr
+    line = next(x for x in spec.stdout.splitlines() if x.startswith("--- speculative:"))
+    passes, accepted, drafted = (int(w) for w in line.replace(",", "").split() if w.isdigit())
+    assert passes >= 1 and 0 <= accepted <= drafted
+    plain = _run_cli("complete", str(src), "--line", "4", "--character", "4", "--drafts", "1",
+                     "--max-new-tokens", "12")
+    # The draft's text (the lines after its header, whose score may differ in the last digit).
+    draft = lambda out: out.split("--- draft 1", 1)[1].split("\n", 1)[1].split("--- timings", 1)[0]  # noqa: E731
+    assert draft(spec.stdout).strip() and draft(spec.stdout) == draft(plain.stdout)  # lossless
+    assert "--- speculative" not in plain.stdout and "--- early exit" not in plain.stdout
+    ee = _run_cli("complete", str(src), "--line", "4", "--character", "4", "--drafts", "1",
+                  "--max-new-tokens", "12", "--set", "earlyExit=true")
+    line = next(x for x in ee.stdout.splitlines() if x.startswith("--- early exit:"))
+    assert 1 <= float(line.split()[3]) <= 30
+
+
 def test_cli_reports_a_bad_model_path_clearly(tmp_path: Path) -> None:
     src = tmp_path / "a.py"
     src.write_text("x = 1\n")
