@@ -76,6 +76,6 @@ test('extension drives the real draftls server', { skip, timeout: 120000 }, asyn
     await extension.deactivate();
     for (const d of context.subscriptions) d.dispose();
     uninstall();
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 });

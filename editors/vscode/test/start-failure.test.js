@@ -29,6 +29,6 @@ test('a missing server executable fails cleanly', { skip: !haveModules && 'node_
     await extension.deactivate();
     for (const d of context.subscriptions) d.dispose();
     uninstall();
-    fs.rmSync(dir, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   }
 });
