@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +47,7 @@ def main() -> None:
     spec_s = Settings.from_dict({**wire, "speculative": True})[0]
     ms = {"plain": 0.0, "spec": 0.0}
     tokens = {"plain": 0, "spec": 0}
-    counters = {"rounds": 0, "drafted": 0, "accepted": 0, "lookup_drafted": 0, "lookup_accepted": 0,
-                "near_drafted": 0, "near_accepted": 0, "ngram_drafted": 0, "ngram_accepted": 0}
+    counters: dict[str, int] = defaultdict(int)  # speculation's counters (spec_* timings) over all cases
     same = 0
     for c in cases:
         out = {}
@@ -59,8 +59,9 @@ def main() -> None:
             tokens[name] += r.timings["generated_tokens"]
             out[name] = [d.token_ids for d in r.drafts]
             if name == "spec":
-                for k in counters:
-                    counters[k] += int(r.timings.get(f"spec_{k}", 0))
+                for k, v in r.timings.items():
+                    if k.startswith("spec_"):
+                        counters[k[len("spec_"):]] += int(v)
         same += out["plain"] == out["spec"]
     mpt = {k: ms[k] / max(1, tokens[k]) for k in ms}
     cfg = engine.spec_cfg

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from decoding.metrics import first_line  # noqa: E402
+
 THRESHOLDS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8]
-
-
-def first_line(text: str) -> str:
-    return text.split("\n", 1)[0].rstrip()
 
 
 def shown(draft: dict, feature: str, threshold: float) -> str:

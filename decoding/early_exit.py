@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from models.backend import Backend
 from decoding.speculative import draft_mask
+from models.backend import Backend
 from monitors.base import Monitor
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class EarlyExiter:
         self.cfg = cfg
         self.n_layers = backend.config.num_layers
         self.prefix = "exit"  # of its counters in a draft's stats
-        self.stats = {"tokens": 0, "layers": 0} | {f"exit_{l}": 0 for l in cfg.layers}
+        self.stats = {"tokens": 0, "layers": 0} | {f"at_{l}": 0 for l in cfg.layers}
 
     @torch.inference_mode()
     def next_logits(self, token: int, monitors: list[Monitor]) -> Tensor:
@@ -94,7 +94,7 @@ class EarlyExiter:
             if float(torch.softmax(draft, -1).max()) >= self.cfg.thresholds[layer]:
                 b.fill_kv(h, layer, self.n_layers)  # the skipped layers still get this position
                 self.stats["layers"] += layer
-                self.stats[f"exit_{layer}"] += 1
+                self.stats[f"at_{layer}"] += 1
                 return b.exit_logits(h, layer)[0, -1]
         h = b.run_layers(h, done, self.n_layers)
         self.stats["layers"] += self.n_layers

@@ -186,7 +186,6 @@ class Engine:
         speculate = s.speculative and not sampled and self.spec_cfg is not None
         # Speculation is lossless and early exit is not: with both on, speculation wins.
         exiting = s.early_exit and not speculate and self.exit_cfg is not None
-        exiters: list[EarlyExiter] = []
         for i in range(s.drafts):
             budget = first if i == 0 else rest
             if cancelled() or (i > 0 and time.perf_counter() > deadline):
@@ -198,7 +197,6 @@ class Engine:
                 stepper = Speculator(self.backend, self.spec_cfg, eos, prompt.ids, self.ngram_table())
             elif exiting:
                 stepper = EarlyExiter(self.backend, self.exit_cfg)
-                exiters.append(stepper)
             draft = decode_draft(
                 self.backend, logits, self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos, budget,
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
@@ -228,15 +226,14 @@ class Engine:
             "generated_tokens": n_tokens,
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
+        # The steppers' counters (spec_*, exit_*), summed over the drafts.
+        for key in sorted({k for d in drafts for k in d.stats if k.startswith(("spec_", "exit_"))}):
+            timings[key] = sum(d.stats.get(key, 0) for d in drafts)
         if speculate:
-            for k in ("rounds", "drafted", "accepted", "lookup_drafted", "lookup_accepted", "near_drafted",
-                      "near_accepted", "ngram_drafted", "ngram_accepted"):
-                timings[f"spec_{k}"] = sum(d.stats.get(f"spec_{k}", 0) for d in drafts)
             timings |= {"spec_layer": float(self.spec_cfg.layer), "spec_draft_len": float(self.spec_cfg.max_draft)}
-        if exiters:
-            steps = sum(e.stats["tokens"] for e in exiters)
-            timings["exit_tokens"] = steps
-            timings["exit_mean_layers"] = sum(e.stats["layers"] for e in exiters) / steps if steps else 0.0
+        if exiting:
+            steps = timings.get("exit_tokens", 0)
+            timings["exit_mean_layers"] = timings.get("exit_layers", 0) / steps if steps else 0.0
         if mstats is not None:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}

@@ -24,8 +24,8 @@ and then to notice when drafting would pay.
 Code repeats itself, so more drafters cost no model time: when the last three tokens
 occurred before (in the prompt or the draft so far), what followed them then is
 proposed (prompt lookup); else the same on the last two tokens or the last one; else
-the standard-library n-gram table proposes its most frequent continuation. The full model verifies such a draft in one pass over the 1+k
-tokens. How many of them to send is chosen from the measured cost of a pass of each
+the standard-library n-gram table proposes its most frequent continuation. The full
+model verifies such a draft in one pass over the 1+k tokens. How many of them to send is chosen from the measured cost of a pass of each
 length and each source's measured acceptance: on a CPU a pass over 2 tokens costs about
 what a 1-token step does, so a single free guess is almost always worth it, while long
 guesses pay only where they are usually right. They are tried first; the exit-head
