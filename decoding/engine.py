@@ -8,15 +8,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from decoding.prompt import Prompt, build_prompt
-from decoding.sampling import Budget, Draft, decode_draft
+from decoding.sampling import Budget, Draft, Drafting, decode_draft, decode_together, novel
 from decoding.settings import Settings
 from decoding.early_exit import EarlyExiter, exit_config
-from decoding.ngram import NgramTable, stdlib_table
+from decoding.ngram import NgramMix, NgramTable, Without, source_files, stdlib_table, table_of_files
 from decoding.speculative import Speculator, default_config
+from decoding.superposed import SuperposedConfig, decode_superposed
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
 from monitors.analysis import Analysis, WaitBudget
@@ -29,6 +32,9 @@ from monitors.vocab import VocabIndex, default_cache_dir
 
 log = logging.getLogger(__name__)
 
+WORKSPACES = 2  # workspace n-gram tables kept (each under source_files' limits: 1000 files, 4 MB)
+WORKSPACE_TTL_S = 300  # a workspace table older than this is rebuilt in the background
+SAVED_FILES = 8  # tables of open files' saved copies kept
 PREFILL_STEP = 256  # tokens per prefill call: ~0.5 s on 2 CPU cores, the cancellation latency
 
 
@@ -108,6 +114,12 @@ class Engine:
         self.spec_cfg = default_config(self.backend)
         self.exit_cfg = exit_config(self.backend)  # None: no calibrated exit heads, early exit is off
         self._ngrams: Future[NgramTable] | None = None  # the standard-library table, built on first need
+        # Workspace tables (at most WORKSPACES, each rebuilt after WORKSPACE_TTL_S) and the saved
+        # copies of open files (at most SAVED_FILES), for superposed decoding's n-gram model.
+        self._workspace: dict[tuple[str, str], tuple[float, Future[NgramTable] | None, NgramTable | None]] = {}
+        self._saved: dict[tuple[str, float], NgramTable] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="draftls-ngram")
+        self.superposed_cfg = SuperposedConfig()
         self.cached: list[int] = []  # the token ids whose K/V the backend holds
         self.lock = threading.Lock()
         self.stats = {"requests": 0, "reused_tokens": 0, "prefill_tokens": 0, "typed_through": 0}
@@ -186,7 +198,27 @@ class Engine:
         speculate = s.speculative and not sampled and self.spec_cfg is not None
         # Speculation is lossless and early exit is not: with both on, speculation wins.
         exiting = s.early_exit and not speculate and self.exit_cfg is not None
-        for i in range(s.drafts):
+        uncertain = s.uncertain_threshold if s.stop_on_uncertain else 0.0
+        together = (s.drafts > 1 and s.batch_drafts and not speculate and not exiting
+                    and self.backend.config.sliding_window is None)
+        if s.decoder == "superposed" and not speculate and not exiting:
+            start = Drafting(self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos,
+                             uncertain=uncertain)
+            drafts = decode_superposed(self.backend, logits, start, s.drafts, first, self.ngram_mix(req, prompt.ids),
+                                       prompt.ids, self.superposed_cfg)
+            together = True  # no sequential drafts
+        elif together:
+            def row(i: int) -> Drafting:
+                return Drafting(self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos,
+                                s.temperature if sampled else 0.0, s.top_p,
+                                torch.Generator().manual_seed(s.seed + i) if sampled else None,
+                                0 if sampled else i, uncertain)
+
+            drafts = decode_together(self.backend, logits, [row(i) for i in range(s.drafts)], first, row, s.drafts)
+        # One after another: a draft that is blank or a copy of another is replaced by the next
+        # branch (at most `drafts` times), as when decoded together.
+        rows, spare, i = (0, 0, 0) if together else (s.drafts, s.drafts if s.drafts > 1 else 0, 0)
+        while i < rows:
             budget = first if i == 0 else rest
             if cancelled() or (i > 0 and time.perf_counter() > deadline):
                 break
@@ -202,11 +234,14 @@ class Engine:
                 temperature=s.temperature if sampled else 0.0, top_p=s.top_p, generator=gen,
                 branch=0 if sampled else i,
                 stepper=stepper,
-                uncertain=s.uncertain_threshold if s.stop_on_uncertain else 0.0,
+                uncertain=uncertain,
             )
             self.backend.truncate(len(prompt.ids))  # back to the prompt for the next draft
+            if spare > 0 and draft.stop_reason != "uncertain" and not novel(draft.text, [d.text for d in drafts]):
+                spare, rows = spare - 1, rows + 1
             drafts.append(draft)
-        ranked = rank(drafts, greedy_first=not sampled)
+            i += 1
+        ranked = rank(drafts, greedy_first=not sampled)[: s.drafts]
         if not cancelled():  # a cancelled request's drafts may be cut short: do not serve them again
             self.last = _Answered(req.text[: req.offset], req.text[req.offset :], s, ranked)
         t_end = time.perf_counter()
@@ -257,6 +292,59 @@ class Engine:
         except Exception:
             log.exception("the n-gram table could not be built; speculation drafts without it")
             return None
+
+    def ngram_mix(self, req: CompletionRequest, ids: list[int]) -> NgramMix:
+        """The n-gram model of one request: the prompt's own tokens (fresh as the buffer), the
+        workspace without the open file's saved copy, and the standard library, each once ready."""
+        vocab = self.backend.config.vocab_size
+        sources: list[tuple[NgramTable | Without, float]] = [(NgramTable.build(np.asarray(ids), vocab), 0.5)]
+        if req.workspace:
+            root = Path(req.workspace)
+            path = Path(req.path) if req.path else None
+            ws = self.workspace_table(root, path)
+            if ws is not None:
+                saved = self._saved_table(path) if path is not None and path.is_relative_to(root) else None
+                sources.append((Without(ws, saved) if saved is not None else ws, 0.3))
+        std = self.ngram_table()
+        if std is not None:
+            sources.append((std, 0.2))
+        return NgramMix(sources)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def workspace_table(self, root: Path, near: Path | None) -> NgramTable | None:
+        """The table of a workspace's Python files (source_files' limits), built in the background
+        and rebuilt after WORKSPACE_TTL_S; the previous one serves meanwhile, None before the first."""
+        top = near.relative_to(root).parts[0] if near is not None and near.is_relative_to(root) else ""
+        key = (str(root), top)
+        started, job, previous = self._workspace.get(key, (0.0, None, None))
+        if job is not None and job.done():
+            try:
+                previous = job.result()
+            except Exception:
+                log.exception("the workspace n-gram table could not be built")
+        if job is None or (job.done() and time.monotonic() - started > WORKSPACE_TTL_S):
+            vocab = self.backend.config.vocab_size
+            job = self._pool.submit(lambda: table_of_files(source_files(root, near), self._encode, vocab))
+            started = time.monotonic()
+        self._workspace.pop(key, None)
+        self._workspace[key] = (started, job, previous)  # the newest last
+        while len(self._workspace) > WORKSPACES:
+            self._workspace.pop(next(iter(self._workspace)))
+        return previous
+
+    def _saved_table(self, path: Path) -> NgramTable | None:
+        """The table of one file as saved on disk (cached by modification time)."""
+        try:
+            key = (str(path), path.stat().st_mtime)
+        except OSError:
+            return None
+        if key not in self._saved:
+            self._saved[key] = table_of_files([path], self._encode, self.backend.config.vocab_size)
+            while len(self._saved) > SAVED_FILES:
+                self._saved.pop(next(iter(self._saved)))
+        return self._saved[key]
 
     def warm(self, text: str, path: str | None, workspace: str | None) -> Future[None]:
         """Let static analysis read a document in the background (an editor just opened it)."""

@@ -105,6 +105,128 @@ def accept_all(monitors: list[Monitor], token: int) -> None:
             monitors.remove(m)
 
 
+class Drafting:
+    """One draft in progress: its monitors, its bytes, and the per-token decisions (masks,
+    branching, stop-on-uncertain, end of sequence, stopping rules) that every decoder shares.
+
+    `reason` is empty while the draft is live and says why it ended once it has.
+    """
+
+    def __init__(self, vocab: VocabIndex, monitors: Sequence[Monitor], rules: StopRules, heal: bytes,
+                 eos_ids: set[int], temperature: float = 0.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, branch: int = 0, uncertain: float = 0.0):
+        self.vocab, self.rules, self.heal, self.eos_ids = vocab, rules, heal, eos_ids
+        self.temperature, self.top_p, self.generator, self.uncertain = temperature, top_p, generator, uncertain
+        self.active = list(monitors)
+        self.branch = branch
+        self.branched = branch == 0
+        self.out = bytearray()
+        self.draft = Draft("")
+        self.reason = ""
+
+    def fork(self) -> Drafting:
+        """An independent copy (monitors forked) that may go on differently."""
+        new = Drafting(self.vocab, [m.fork() for m in self.active], self.rules, self.heal, self.eos_ids,
+                       self.temperature, self.top_p, self.generator, self.branch, self.uncertain)
+        new.branched, new.out, new.reason = self.branched, bytearray(self.out), self.reason
+        d = self.draft
+        new.draft = Draft("", list(d.token_ids), list(d.logprobs), list(d.confidences), list(d.margins), list(d.ends))
+        return new
+
+    @property
+    def healed(self) -> bool:
+        return len(self.out) >= len(self.heal)
+
+    def mask(self) -> Tensor | None:
+        """The allowed tokens [V] (None: all); an unsatisfiable constraint ends the draft (reason
+        "monitor") and returns an all-False mask."""
+        mask = combined_mask(self.active)
+        if mask is not None and not bool(mask.any()):
+            # Monitors disagree: the essential ones (re-typing what the user typed) win for this
+            # token; the others see it as a violation and step aside.
+            essential = [m for m in self.active if getattr(m, "essential", False) and not m.done]
+            mask = combined_mask(essential) if essential else mask
+            if mask is not None and not bool(mask.any()):
+                self.reason = "monitor"  # the constraint cannot be met: end the draft, never crash
+        return mask
+
+    def pick(self, logits: Tensor) -> int | None:
+        """Choose the next token from logits [V] and take it; None once the draft has ended."""
+        mask = self.mask()
+        if self.reason:
+            return None
+        scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
+        deliberate = False
+        if not self.branched and self.healed:
+            self.branched = deliberate = True
+            token = int(torch.topk(scores, self.branch + 1).indices[-1])
+        else:
+            token = choose(scores, self.temperature, self.top_p, self.generator)
+        return token if self.take(token, logits, scores, deliberate) else None
+
+    def take(self, token: int, logits: Tensor, scores: Tensor, deliberate: bool = False) -> bool:
+        """Append `token`, chosen from `scores` [V] (the masked logits); False if the draft ends here."""
+        probs = torch.softmax(scores, -1)  # [V], the masked distribution
+        top2 = torch.topk(probs, 2)
+        conf = float(probs[token])
+        # How far the token leads the best other one (p1 - p2 for a greedy choice).
+        margin = conf - float(top2.values[1] if int(top2.indices[0]) == token else top2.values[0])
+        # Re-typing the healed text is no guess; a token that goes past it is.
+        retyping = len(self.out) + len(self.vocab.token_bytes(token)) <= len(self.heal)
+        if self.uncertain > 0 and not retyping and not deliberate and margin < self.uncertain:
+            self.reason = "uncertain"
+            return False
+        if token in self.eos_ids:
+            self.reason = "eos"
+            return False
+        d = self.draft
+        d.token_ids.append(token)
+        d.logprobs.append(float(torch.log_softmax(logits, -1)[token]))
+        d.confidences.append(conf)
+        d.margins.append(margin)
+        accept_all(self.active, token)
+        self.out += self.vocab.token_bytes(token)
+        d.ends.append(-1)
+        if self.healed:
+            text = self.text()
+            d.ends[-1] = len(text)
+            if self.rules.cut(text) is not None:
+                self.reason = "rule"
+                return False
+        return True
+
+    def text(self) -> str:
+        """The visible text so far (past the healed part)."""
+        return bytes(self.out[len(self.heal) :]).decode("utf-8", errors="ignore")
+
+    def shown(self) -> str:
+        """The text a finished draft shows (the stopping rules' trimming applied)."""
+        # An uncertain stop keeps the confident part of the last line: that part is the suggestion.
+        complete = self.reason in ("rule", "eos", "uncertain")
+        return self.rules.finish(self.text(), complete=complete) if self.healed else ""
+
+    def finish(self, reason: str, ms: float) -> Draft:
+        """The finished draft; `reason` applies if it is still live (a budget ran out)."""
+        self.reason = self.reason or reason
+        d = self.draft
+        d.text = self.shown()
+        d.stop_reason = self.reason
+        n = len(d.token_ids)
+        d.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
+        return d
+
+
+def out_of_budget(budget: Budget, n_tokens: int) -> str:
+    """Why decoding must stop before another token ("" if it may go on)."""
+    if budget.cancelled():
+        return "cancelled"
+    if time.perf_counter() > budget.deadline:
+        return "time"
+    if n_tokens >= budget.max_new_tokens:
+        return "max_tokens"
+    return ""
+
+
 def decode_draft(
     backend: Backend,
     logits: Tensor,
@@ -135,75 +257,91 @@ def decode_draft(
     so what is shown is the confident part; an unsure first token leaves no suggestion. The
     deliberate branch token of draft i > 0 is exempt: it is an alternative by design.
     """
-    active = list(monitors)
-    branched = branch == 0
-    out = bytearray()
-    draft = Draft("")
-    reason = "max_tokens"
+    d = Drafting(vocab, monitors, rules, heal, eos_ids, temperature, top_p, generator, branch, uncertain)
     t0 = time.perf_counter()
-    for _ in range(budget.max_new_tokens):
-        if budget.cancelled():
-            reason = "cancelled"
+    while not (stop := out_of_budget(budget, len(d.draft.token_ids))):
+        token = d.pick(logits)
+        if token is None or len(d.draft.token_ids) >= budget.max_new_tokens:
             break
-        if time.perf_counter() > budget.deadline:
-            reason = "time"
-            break
-        mask = combined_mask(active)
-        if mask is not None and not bool(mask.any()):
-            # Monitors disagree: the essential ones (re-typing what the user typed) win for this
-            # token; the others see it as a violation and step aside.
-            essential = [m for m in active if getattr(m, "essential", False) and not m.done]
-            mask = combined_mask(essential) if essential else mask
-            if mask is not None and not bool(mask.any()):
-                reason = "monitor"  # the constraint cannot be met: end the draft, never crash
-                break
-        scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
-        deliberate = False
-        if not branched and len(out) >= len(heal):
-            branched = deliberate = True
-            token = int(torch.topk(scores, branch + 1).indices[-1])
-        else:
-            token = choose(scores, temperature, top_p, generator)
-        probs = torch.softmax(scores, -1)  # [V], the masked distribution
-        top2 = torch.topk(probs, 2)
-        conf = float(probs[token])
-        # How far the token leads the best other one (p1 - p2 for a greedy choice).
-        margin = conf - float(top2.values[1] if int(top2.indices[0]) == token else top2.values[0])
-        # Re-typing the healed text is no guess; a token that goes past it is.
-        retyping = len(out) + len(vocab.token_bytes(token)) <= len(heal)
-        if uncertain > 0 and not retyping and not deliberate and margin < uncertain:
-            reason = "uncertain"
-            break
-        if token in eos_ids:
-            reason = "eos"
-            break
-        draft.token_ids.append(token)
-        draft.logprobs.append(float(torch.log_softmax(logits, -1)[token]))
-        draft.confidences.append(conf)
-        draft.margins.append(margin)
-        accept_all(active, token)
-        out += vocab.token_bytes(token)
-        draft.ends.append(-1)
-        if len(out) >= len(heal):
-            text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
-            draft.ends[-1] = len(text)
-            if rules.cut(text) is not None:
-                reason = "rule"
-                break
         if stepper is not None:
-            logits = stepper.next_logits(token, active)
+            logits = stepper.next_logits(token, d.active)
         else:
             logits = backend.step(torch.tensor([[token]]))[0, -1]
     if stepper is not None:
         stepper.finish()
-    healed = len(out) >= len(heal)
-    text = bytes(out[len(heal) :]).decode("utf-8", errors="ignore")
-    # An uncertain stop keeps the confident part of the last line: that part is the suggestion.
-    draft.text = rules.finish(text, complete=reason in ("rule", "eos", "uncertain")) if healed else ""
-    draft.stop_reason = reason
-    n = len(draft.token_ids)
-    ms = (time.perf_counter() - t0) * 1000
-    draft.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
+    draft = d.finish(stop or "max_tokens", (time.perf_counter() - t0) * 1000)
     if stepper is not None:
         draft.stats |= {f"{stepper.prefix}_{k}": float(v) for k, v in stepper.stats.items()}
     return draft
+
+
+def novel(text: str, others: Sequence[str]) -> bool:
+    """True when a draft's text is a suggestion of its own: not blank, not a copy of another."""
+    return bool(text.strip()) and text not in others
+
+
+def decode_together(
+    backend: Backend,
+    logits: Tensor,
+    drafts: list[Drafting],
+    budget: Budget,
+    spawn: Callable[[int], Drafting] | None = None,
+    spare: int = 0,
+) -> list[Draft]:
+    """Decode several drafts from the same prompt at once: one forward pass per token for all.
+
+    The drafts' tokens go side by side into the one cache after the prompt, each seeing the
+    prompt and its own earlier tokens only (a tree mask), so no cache is copied and the
+    prompt's keys are read once per pass. Drafts whose tokens are all the same so far (the
+    healed text, before they branch) share their positions. On a memory-bound CPU a pass
+    over 3 tokens costs little more than over 1 (BENCHMARKS.md), so k drafts cost far less
+    than k runs. The cache is rolled back to the prompt afterwards.
+
+    A draft that ends blank, or as a copy of another, is replaced by `spawn(i)` (the next
+    branch, i = len(drafts), len(drafts) + 1, ...) while `spare` replacements are left, so
+    that k drafts are k distinct suggestions where the model has them.
+    """
+    prompt_len = backend.length
+    t0 = time.perf_counter()
+    keys: dict[tuple[int, ...], int] = {}  # a token history -> the cache index of its last token
+    drafts = list(drafts)
+    row_logits = [logits] * len(drafts)
+    stop = ""
+    while True:
+        live = [i for i, d in enumerate(drafts) if not d.reason]
+        if not live or (stop := out_of_budget(budget, min(len(drafts[i].draft.token_ids) for i in live))):
+            break
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i in live:
+            if drafts[i].pick(row_logits[i]) is not None and len(drafts[i].draft.token_ids) < budget.max_new_tokens:
+                groups.setdefault(tuple(drafts[i].draft.token_ids), []).append(i)
+                continue
+            drafts[i].reason = drafts[i].reason or "max_tokens"
+            # (An unsure draft that ends blank is no suggestion on purpose: it is not replaced.)
+            if spawn is not None and spare > 0 and drafts[i].reason != "uncertain" and not novel(drafts[i].shown(), [d.shown() for d in drafts
+                                                                                 if d.reason and d is not drafts[i]]):
+                spare -= 1
+                drafts.append(spawn(len(drafts)))  # decoded from the next step on, from the prompt
+                row_logits.append(logits)
+        if not groups and all(d.reason for d in drafts):
+            break
+        if not groups:
+            continue
+        n, t = backend.length, len(groups)
+        visible = torch.zeros(t, n + t, dtype=torch.bool)  # [T, S]
+        visible[:, :prompt_len] = True
+        positions = torch.empty(t, dtype=torch.long)
+        for j, hist in enumerate(groups):
+            for m in range(1, len(hist)):  # the history's earlier tokens
+                visible[j, keys[hist[:m]]] = True
+            visible[j, n + j] = True
+            keys[hist] = n + j
+            positions[j] = prompt_len + len(hist) - 1
+        ids = torch.tensor([[hist[-1] for hist in groups]])
+        out = backend.step_tree(ids, positions, visible)[0]  # [T, V]
+        for j, rows in enumerate(groups.values()):
+            for i in rows:
+                row_logits[i] = out[j]
+    backend.truncate(prompt_len)
+    ms = (time.perf_counter() - t0) * 1000
+    return [d.finish(stop or "max_tokens", ms) for d in drafts]

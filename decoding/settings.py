@@ -19,6 +19,7 @@ class Settings:
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3
     decoder: Literal["greedy", "sampling", "superposed"] = "greedy"
+    batch_drafts: bool = True  # decode the drafts side by side, one forward pass per token for all
     max_new_tokens: int = 48
     mode: Literal["line", "block", "auto"] = "auto"
     context_tokens: int = 1536  # prefix window; the FIM suffix window is a quarter of it

@@ -21,7 +21,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="where the model runs (default auto)")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
     p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")
-    p.add_argument("--decoder", choices=["greedy", "sampling"], help="first draft greedy or sampled")
+    p.add_argument("--decoder", choices=["greedy", "sampling", "superposed"], help="how drafts are decoded")
     p.add_argument("--context-tokens", type=int, dest="context_tokens", help="prefix window in tokens")
     p.add_argument("--time-budget-ms", type=int, dest="time_budget_ms", help="wall-clock budget per request")
     p.add_argument("--temperature", type=float)

@@ -38,7 +38,7 @@ SECTION = "draftls"
 # Settings that need the model loaded again when they change.
 LOAD_KEYS = ("model", "backend", "device")
 # Features that later issues bring: accepted and stored now, with a note in the log.
-LATER = {"backend": "onnx", "decoder": "superposed"}
+LATER = {"backend": "onnx"}
 
 T = TypeVar("T")
 
@@ -142,8 +142,7 @@ class DraftServer(LanguageServer):
         new, _ = Settings.from_dict(data, base=self.settings)  # warnings are logged (and forwarded)
         for name, later in LATER.items():
             if getattr(new, name) == later and getattr(self.settings, name) != later:
-                log.info("%s=%s arrives with a later issue; using %s for now", name, later,
-                         "torch" if name == "backend" else "greedy")
+                log.info("%s=%s arrives with a later issue; using torch for now", name, later)
         self.settings = new
         if self.loop is not None and self.state != "idle" and self.load_key() != self.loaded_key:
             self.start_loading()

@@ -31,6 +31,7 @@ class Backend(Protocol):
     def reset(self, batch: int = 1) -> None: ...
     def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor: ...
     def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor: ...
+    def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor: ...
     def truncate(self, n: int) -> None: ...
     def select(self, rows: Tensor) -> None: ...
     def embed(self, ids: Tensor) -> Tensor: ...
@@ -125,6 +126,16 @@ class TorchBackend:
         """Extend the cache by ids [B, T] (or embeds [B, T, D]); logits [B, T, V]."""
         h = self.embed(ids) if embeds is None else embeds.to(self.device, self.dtype)
         h = self.run_layers(h, 0, self.config.num_layers)
+        return self.model.logits(h)
+
+    @torch.inference_mode()
+    def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor:
+        """Append ids [1, T] at `positions` [T], token i attending only to the keys that
+        `visible` [T, length + T] marks; logits [1, T, V]. Several drafts decode together
+        this way, sharing the prompt's cache, one row of keys per draft token."""
+        if self.config.sliding_window is not None:
+            raise NotImplementedError("tree steps need full attention")
+        h = self.model.run_tree(self.embed(ids), positions.to(self.device), visible, self.cache)
         return self.model.logits(h)
 
     @torch.inference_mode()

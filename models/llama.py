@@ -154,14 +154,18 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
         return k * cos + rotate_half(k) * sin, v
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int,
+                visible: Tensor | None = None) -> Tensor:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.h, self.hd).transpose(1, 2)  # [B, H, T, Dh]
         q = q * cos + rotate_half(q) * sin
         k, v = self.kv(x, cos, sin)
         start = cache.lengths[layer]
         k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
-        y = attend(q, k_all, v_all, start, self.window)  # [B, H, T, Dh]
+        if visible is None:
+            y = attend(q, k_all, v_all, start, self.window)  # [B, H, T, Dh]
+        else:  # an explicit [T, S] mask: several drafts side by side in one sequence
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=visible, enable_gqa=self.h != self.n_kv)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.h * self.hd))
 
 
@@ -185,8 +189,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int,
+                visible: Tensor | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, visible)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -211,9 +216,12 @@ class LlamaModel(nn.Module):
         inv_freq, self.rope_scale = cfg.inv_freq()
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def rope(self, start: int, t: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-        """cos, sin [T, Dh] for positions start..start+t."""
-        pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float)
+    def rope(self, start: int, t: int, dtype: torch.dtype, positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """cos, sin [T, Dh] for positions start..start+t (or the given positions [T])."""
+        if positions is None:
+            pos = torch.arange(start, start + t, device=self.inv_freq.device, dtype=torch.float)
+        else:
+            pos = positions.to(self.inv_freq.device, torch.float)
         freqs = pos[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.rope_scale).to(dtype), (emb.sin() * self.rope_scale).to(dtype)
@@ -226,6 +234,15 @@ class LlamaModel(nn.Module):
             if cache.lengths[i] != pos:
                 raise RuntimeError(f"layer {i} holds {cache.lengths[i]} positions, layer {start} {pos}")
             h = self.model.layers[i](h, cos, sin, cache, i)
+        return h
+
+    def run_tree(self, h: Tensor, positions: Tensor, visible: Tensor, cache: KVCache) -> Tensor:
+        """All layers on h [1, T, D] whose tokens sit at `positions` [T] and each see only the
+        keys `visible` [T, S] marks (S = cache length + T): drafts side by side in one cache."""
+        cos, sin = self.rope(0, h.shape[1], h.dtype, positions)
+        mask = visible.to(h.device)
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, cos, sin, cache, i, mask)
         return h
 
     def logits(self, h: Tensor) -> Tensor:

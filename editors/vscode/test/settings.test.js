@@ -22,6 +22,7 @@ const DEFAULTS = {
   device: 'auto',
   drafts: 3,
   decoder: 'greedy',
+  batchDrafts: true,
   maxNewTokens: 48,
   mode: 'auto',
   contextTokens: 1536,

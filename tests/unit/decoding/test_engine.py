@@ -196,8 +196,11 @@ def test_greedy_drafts_branch_at_the_first_free_token(tiny: LoadedModel, engine:
     assert len(set(firsts)) == len(firsts)
 
 
-def test_slow_prefill_leaves_the_first_draft_time(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    """When reading the prompt eats the whole budget, the first draft still decodes; others don't start."""
+@pytest.mark.parametrize("together", [False, True])
+def test_slow_prefill_leaves_the_first_draft_time(tiny: LoadedModel, monkeypatch: pytest.MonkeyPatch,
+                                                  together: bool) -> None:
+    """When reading the prompt eats the whole budget, the first draft still decodes; drafts run one
+    after another don't start, drafts decoded together share the first one's time."""
     engine = Engine(tiny)
     real = engine.backend.prefill
 
@@ -206,11 +209,11 @@ def test_slow_prefill_leaves_the_first_draft_time(tiny: LoadedModel, monkeypatch
         return real(ids, all_logits)
 
     monkeypatch.setattr(engine.backend, "prefill", slow)
-    s = _settings(drafts=3, timeBudgetMs=200, maxNewTokens=3)
+    s = _settings(drafts=3, timeBudgetMs=200, maxNewTokens=3, batchDrafts=together)
     r = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
     assert r.timings["generated_tokens"] >= 1
     assert r.timings["prefill_ms"] >= 300
-    assert len(r.drafts) <= 1
+    assert len(r.drafts) == (3 if together else 1)
 
 
 def test_typing_the_start_of_a_draft_serves_the_rest_without_the_model(tiny: LoadedModel) -> None:
