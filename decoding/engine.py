@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 WORKSPACES = 2  # workspace n-gram tables kept (each under source_files' limits: 1000 files, 4 MB)
 WORKSPACE_TTL_S = 300  # a workspace table older than this is rebuilt in the background
 SAVED_FILES = 8  # tables of open files' saved copies kept
+DOC_NGRAM_CHARS = 400_000  # the open document's own n-gram table is built per request up to this size
 PREFILL_STEP = 256  # tokens per prefill call: ~0.5 s on 2 CPU cores, the cancellation latency
 
 
@@ -294,10 +295,12 @@ class Engine:
             return None
 
     def ngram_mix(self, req: CompletionRequest, ids: list[int]) -> NgramMix:
-        """The n-gram model of one request: the prompt's own tokens (fresh as the buffer), the
-        workspace without the open file's saved copy, and the standard library, each once ready."""
+        """The n-gram model of one request: the open document as it is in the editor (built on
+        the request path: ~40 ms for 1200 lines, 17k tokens; past DOC_NGRAM_CHARS, the prompt's tokens only),
+        the workspace without the open file's saved copy, and the standard library, once ready."""
         vocab = self.backend.config.vocab_size
-        sources: list[tuple[NgramTable | Without, float]] = [(NgramTable.build(np.asarray(ids), vocab), 0.5)]
+        doc = self._encode([req.text])[0] if len(req.text) <= DOC_NGRAM_CHARS else ids
+        sources: list[tuple[NgramTable | Without, float]] = [(NgramTable.build(np.asarray(doc), vocab), 0.5)]
         if req.workspace:
             root = Path(req.workspace)
             path = Path(req.path) if req.path else None

@@ -16,6 +16,7 @@ class Settings:
 
     model: str = "smollm2-135m"
     backend: Literal["torch", "onnx"] = "torch"
+    quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, int8 dynamic, int4 weight-only
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3
     decoder: Literal["greedy", "sampling", "superposed"] = "greedy"

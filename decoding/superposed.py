@@ -72,7 +72,8 @@ def decode_superposed(
                 done.append(x)
                 continue
             lp = shared if mask is None else shared.masked_fill(~mask.to(shared.device), float("-inf"))
-            top = torch.topk(lp, min(cfg.width * k, lp.numel()))
+            # While re-typing the healed text, one way of typing it: the drafts branch after it.
+            top = torch.topk(lp, min(cfg.width * k if x.drafting.healed else 1, lp.numel()))
             ok = torch.isfinite(top.values)
             if not bool(ok.any()):
                 done.append(x)
@@ -90,9 +91,14 @@ def decode_superposed(
             cands += [(x.score + float(t), i, int(v), masked) for t, v in zip(term, ids.tolist()) if math.isfinite(t)]
         cands.sort(key=lambda c: -c[0])
         nxt: list[_Live] = []
+        seen: set[bytes] = set()  # two tokenizations of the same text are one draft
         for score, i, token, masked in cands[: 2 * k]:
             if len(nxt) >= k:
                 break
+            text = bytes(live[i].drafting.out) + live[i].drafting.vocab.token_bytes(token)
+            if text in seen:
+                continue
+            seen.add(text)
             child = live[i].drafting.fork()
             if child.take(token, logits, masked):
                 nxt.append(_Live(child, score))

@@ -19,6 +19,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
     p.add_argument("--drafts", type=int, help="number of drafts (default 3)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="where the model runs (default auto)")
+    p.add_argument("--backend", choices=["torch", "onnx"], help="torch, or ONNX Runtime (exported on first use)")
+    p.add_argument("--quantize", choices=["none", "int8", "int4"], help="ONNX weights (default none)")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
     p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")
     p.add_argument("--decoder", choices=["greedy", "sampling", "superposed"], help="how drafts are decoded")
@@ -33,7 +35,7 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from the command line; unset flags keep the defaults."""
-    names = ["model", "device", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
+    names = ["model", "device", "backend", "quantize", "drafts", "max_new_tokens", "mode", "decoder", "context_tokens", "time_budget_ms",
              "temperature", "seed", "kv_reuse"]
     given: dict[str, object] = {}
     for item in getattr(args, "set", []):
@@ -62,7 +64,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return 2
     offset = to_offset(text, args.line, args.character)
     t0 = time.perf_counter()
-    loaded = load_model(settings.model, device=settings.device)
+    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.quantize,
+                        progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
     engine = Engine(loaded)
     load_ms = (time.perf_counter() - t0) * 1000
     req = CompletionRequest(text, offset, str(path.resolve()), str(path.resolve().parent), settings)
@@ -113,7 +116,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print("draftls: no valid cases to run", file=sys.stderr)
         return 2
     workspace = Path(args.workspace or Path(args.cases).resolve().parent).resolve()
-    loaded = load_model(settings.model, device=settings.device)
+    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.quantize,
+                        progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
     engine = Engine(loaded)
     progress = sys.stderr.isatty() and not args.quiet
     out = open(args.out, "w", encoding="utf-8") if args.out else None
@@ -135,6 +139,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Command-line settings are the base; the client's settings override them.
     serve(settings_from_args(args), tcp=args.tcp, host=args.host)
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from models.loading import cache_root, load_model, model_key
+    from models.onnx_backend import available
+    from models.onnx_export import export, export_dir
+
+    if not available():
+        print("draftls: onnxruntime is not installed (pip install 'draftls[onnx]')", file=sys.stderr)
+        return 2
+    loaded = load_model(args.model)
+    out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), args.quantize)
+    t0 = time.perf_counter()
+    export(loaded.backend.model, out, args.quantize, progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
+    print(f"draftls: exported in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(out)
     return 0
 
 
@@ -164,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _settings_args(b)
     b.set_defaults(func=cmd_batch)
+    e = sub.add_parser("export-onnx", help="export a model to ONNX Runtime graphs ahead of time (else on first use)")
+    e.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
+    e.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+                   help="none (float32), int8 (dynamic) or int4 (MatMulNBits, weight-only)")
+    e.add_argument("--out", help="folder to write (default: the cache that backend onnx loads from)")
+    e.set_defaults(func=cmd_export_onnx)
     return p
 
 

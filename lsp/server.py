@@ -36,9 +36,7 @@ STATUS_COMMAND = "draftls.status"
 ACCEPTED_COMMAND = "draftls.accepted"
 SECTION = "draftls"
 # Settings that need the model loaded again when they change.
-LOAD_KEYS = ("model", "backend", "device")
-# Features that later issues bring: accepted and stored now, with a note in the log.
-LATER = {"backend": "onnx"}
+LOAD_KEYS = ("model", "backend", "device", "quantize")
 
 T = TypeVar("T")
 
@@ -140,9 +138,6 @@ class DraftServer(LanguageServer):
         if isinstance(data.get(SECTION), dict):  # {"draftls": {...}} as well as the flat object
             data = data[SECTION]
         new, _ = Settings.from_dict(data, base=self.settings)  # warnings are logged (and forwarded)
-        for name, later in LATER.items():
-            if getattr(new, name) == later and getattr(self.settings, name) != later:
-                log.info("%s=%s arrives with a later issue; using torch for now", name, later)
         self.settings = new
         if self.loop is not None and self.state != "idle" and self.load_key() != self.loaded_key:
             self.start_loading()
@@ -177,16 +172,22 @@ class DraftServer(LanguageServer):
         self.load_task = asyncio.ensure_future(self._load(self.load_key()))
 
     async def _load(self, key: tuple[str, ...]) -> None:
-        from models.loading import load_model, resolve_device
+        from models.loading import load_model
 
-        model, backend, device = key
+        model, backend, device, quantize = key
         token = await self._progress_begin(f"draftls: loading {model}")
         t0 = time.perf_counter()
         try:
-            def load() -> Engine:
-                return Engine(load_model(model, device=device))
+            loop = asyncio.get_running_loop()
 
-            engine = await asyncio.get_running_loop().run_in_executor(self.worker, load)
+            def progress(message: str) -> None:  # from the loading thread (an ONNX export's steps)
+                log.info("%s", message)
+                loop.call_soon_threadsafe(self._progress_report, token, message)
+
+            def load() -> Engine:
+                return Engine(load_model(model, device=device, backend=backend, quantize=quantize, progress=progress))
+
+            engine = await loop.run_in_executor(self.worker, load)
         except asyncio.CancelledError:
             self._progress_end(token, "superseded")
             raise
@@ -200,7 +201,7 @@ class DraftServer(LanguageServer):
         if key != self.load_key():  # the settings changed while loading; a new load is coming
             return
         self.engine, self.loaded_key, self.state = engine, key, "ready"
-        self.device = resolve_device(device)
+        self.device = engine.backend.device.type  # where it really runs (cuda may have fallen back)
         ms = (time.perf_counter() - t0) * 1000
         log.info("model %s ready on %s (%s, %.0f ms)", engine.loaded.spec.name, self.device, engine.loaded.source, ms)
         self._progress_end(token, f"{model} ready")
@@ -216,6 +217,14 @@ class DraftServer(LanguageServer):
             log.info("no progress reporting: %r", e)
             return None
         return token
+
+    def _progress_report(self, token: str | None, message: str) -> None:
+        if token is None:
+            return
+        try:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
+        except Exception:
+            log.exception("progress report failed")
 
     def _progress_end(self, token: str | None, message: str) -> None:
         if token is None:

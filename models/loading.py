@@ -9,13 +9,14 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from models.backend import TorchBackend
+from models.backend import Backend, TorchBackend
 from models.config import ModelConfig, UnsupportedModelError
 from models.exit_heads import ExitHeads, shipped_heads
 from models.fim import FimTemplate, detect_fim
@@ -40,7 +41,7 @@ class LoadedModel:
     """A ready model: backend, tokenizer, FIM template and how it was loaded."""
 
     spec: ModelSpec
-    backend: TorchBackend
+    backend: Backend
     tokenizer: Tokenizer
     fim: FimTemplate | None
     load_seconds: float
@@ -192,8 +193,58 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
-def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model by name, path or hub id into the torch backend (device: cpu, cuda or auto)."""
+def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32,
+               backend: str = "torch", quantize: str = "none",
+               progress: Callable[[str], None] = lambda s: None) -> LoadedModel:
+    """Load a model by name, path or hub id (device: cpu, cuda or auto) into the torch backend,
+    or with backend "onnx" into ONNX Runtime (exported on first use, then cached; without
+    onnxruntime installed, torch with a log line)."""
+    loaded = _load_torch(name, device if backend == "torch" else "cpu", dtype)
+    if backend == "onnx":
+        from models import onnx_backend
+
+        if not onnx_backend.available():
+            log.warning("backend onnx asked for, but onnxruntime is not installed: using torch "
+                        "(pip install 'draftls[onnx]', or [gpu] for CUDA)")
+            return loaded
+        loaded = to_onnx(loaded, device, quantize, progress)
+    return loaded
+
+
+def model_key(loaded: LoadedModel) -> str:
+    """A name for a model's weights, for caches derived from them (changes when the files do)."""
+    h = hashlib.sha256(f"{loaded.spec.name}|{loaded.source}".encode())
+    d = loaded.info.get("dir")
+    if d:
+        for f in sorted(Path(str(d)).glob("*")):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in loaded.spec.name)[-48:]
+    return f"{safe}-{h.hexdigest()[:12]}"
+
+
+def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
+            progress: Callable[[str], None] = lambda s: None) -> LoadedModel:
+    """The same model on ONNX Runtime: exported once per model, quantization and ORT version
+    (a few seconds; `draftls export-onnx` does it ahead of time), then loaded from the cache."""
+    from models.onnx_backend import OnnxBackend
+    from models.onnx_export import export, export_dir, is_complete
+
+    t0 = time.perf_counter()
+    assert isinstance(loaded.backend, TorchBackend)
+    model = loaded.backend.model
+    d = export_dir(cache_root(), model_key(loaded), quantize)
+    if not is_complete(d):
+        progress(f"exporting {loaded.spec.name} to ONNX ({quantize})")
+        export(model, d, quantize, progress)
+    backend = OnnxBackend(d, model.cfg, model.model.embed_tokens.weight.detach().float().numpy(), device)
+    info = {**loaded.info, "onnx_dir": str(d), "quantize": quantize, "providers": backend.providers}
+    return LoadedModel(loaded.spec, backend, loaded.tokenizer, loaded.fim,
+                       loaded.load_seconds + time.perf_counter() - t0, loaded.source, info)
+
+
+def _load_torch(name: str | None, device: str, dtype: torch.dtype) -> LoadedModel:
     t0 = time.perf_counter()
     device = resolve_device(device)
     spec = resolve(name)

@@ -135,6 +135,37 @@ async def test_inline_completion_gives_distinct_drafts_at_the_cursor(ls_tiny: La
     assert s["requests"] >= 1 and s["shown"] >= len(items) and s["latency_ms"]["p50"] > 0
 
 
+@pytest.mark.parametrize("decoder", ["superposed", "sampling"])
+async def test_other_decoders_give_distinct_drafts_too(ls_tiny: LanguageClient, decoder: str):
+    await wait_state(ls_tiny, "ready")
+    await configure(ls_tiny, decoder=decoder, drafts=3, mode="line", maxNewTokens=8)
+    try:
+        uri = f"file:///tmp/draftls_{decoder}.py"
+        open_doc(ls_tiny, uri, "import os\n\nx = 1\ny = ")
+        texts = [i.insert_text for i in (await inline(ls_tiny, uri, 3, 4)).items]
+        assert 1 <= len(texts) <= 3
+        assert len(set(texts)) == len(texts) and all(t.strip() and "\n" not in t for t in texts)
+        assert (await status(ls_tiny))["settings"]["decoder"] == decoder
+    finally:
+        await configure(ls_tiny, decoder="greedy", maxNewTokens=12, mode="auto")
+
+
+async def test_switching_to_the_onnx_backend_reloads_and_serves(ls_tiny: LanguageClient):
+    pytest.importorskip("onnxruntime")
+    await wait_state(ls_tiny, "ready")
+    await configure(ls_tiny, backend="onnx")
+    try:
+        s = await wait_state(ls_tiny, "ready", "failed")
+        assert s["state"] == "ready" and s["backend"] == "onnx"
+        uri = "file:///tmp/draftls_onnx.py"
+        open_doc(ls_tiny, uri, "import os\n\nx = 1\ny = ")
+        texts = [i.insert_text for i in (await inline(ls_tiny, uri, 3, 4)).items]
+        assert texts and all(t.strip() for t in texts)
+    finally:
+        await configure(ls_tiny, backend="torch")
+        assert (await wait_state(ls_tiny, "ready"))["backend"] == "torch"
+
+
 async def test_mid_word_range_covers_the_typed_part(ls_tiny: LanguageClient):
     await wait_state(ls_tiny, "ready")
     uri = "file:///tmp/draftls_midword.py"

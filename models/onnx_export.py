@@ -1,0 +1,243 @@
+"""Export a Llama-family model to ONNX graphs with an explicit KV cache, for ONNX Runtime.
+
+Two graphs, built op by op from the weights (no tracing, so every shape stays symbolic):
+
+- `layers.onnx`: the decoder layers on a residual stream `h` [1, T, D] (token embeddings or
+  any mix of them: superposed decoding feeds its own). Inputs: `cos`, `sin` [T, Dh] for
+  the new tokens' positions, additive masks `mask_past` [T, C] and `mask_new` [T, T], and
+  per layer the cache buffers `past_k.i` [1, Hkv, Dh, C] (keys transposed: the scores are a
+  plain product) and `past_v.i` [1, Hkv, C, Dh]. Outputs: `h_out`
+  [1, T, D] and per layer the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh].
+  The caller owns the cache: C is the buffer's capacity and the mask hides what is not
+  filled, so the buffers go in without a copy and the graph never concatenates them.
+  Attention splits the softmax over past and new keys, which also gives tree masks
+  (drafts side by side) and speculation's verify passes for free.
+- `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
+
+The embedding table stays outside (a row lookup). Quantized variants replace the MatMuls:
+int8 with dynamic quantization, int4 with MatMulNBits (block size 32), both from
+onnxruntime.quantization.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from models.config import ModelConfig
+from models.llama import LlamaModel
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+FORMAT = 1  # bump when the graphs change
+QUANTIZE = ("none", "int8", "int4")
+
+
+class _Graph:
+    """A small builder: named nodes, initializers from numpy, fresh names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.n = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op: str, inputs: list[str], domain: str = "", outputs: int = 1, name: str | None = None,
+           **attrs: object) -> str:
+        self.n += 1
+        outs = [name or f"{op.lower()}_{self.n}"] + [f"{op.lower()}_{self.n}_{i}" for i in range(1, outputs)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=f"n{self.n}", domain=domain, **attrs))
+        return outs[0]
+
+    def linear(self, x: str, weight: np.ndarray, bias: np.ndarray | None, name: str) -> str:
+        """x @ weight^T (+ bias); the weight is stored as [K, N] for MatMul."""
+        y = self.op("MatMul", [x, self.const(name, weight.T)])
+        return self.op("Add", [y, self.const(name + ".bias", bias)]) if bias is not None else y
+
+    def rms_norm(self, x: str, weight: np.ndarray, eps: float, name: str) -> str:
+        var = self.op("ReduceMean", [self.op("Mul", [x, x])], axes=[-1], keepdims=1)
+        inv = self.op("Reciprocal", [self.op("Sqrt", [self.op("Add", [var, self.const(name + ".eps", np.array(eps, np.float32))])])])
+        return self.op("Mul", [self.op("Mul", [x, inv]), self.const(name, weight)])
+
+
+def _np(t: object) -> np.ndarray:
+    return t.detach().float().cpu().numpy()  # type: ignore[attr-defined]
+
+
+def _rope(g: _Graph, x: str, cos: str, sin: str, half: int, name: str) -> str:
+    """x [1, H, T, Dh] * cos + rotate_half(x) * sin."""
+    split = g.const(name + ".split", np.array([half, half], np.int64))
+    a = g.op("Split", [x, split], outputs=2, axis=-1)
+    b = a + "_1"
+    rot = g.op("Concat", [g.op("Neg", [b]), a], axis=-1)
+    return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rot, sin])])
+
+
+def build_layers(model: LlamaModel) -> onnx.ModelProto:
+    """The decoder layers graph (see the module docstring)."""
+    cfg: ModelConfig = model.cfg
+    d, h, kv, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    group = h // kv
+    g = _Graph()
+    f = TensorProto.FLOAT
+    inputs = [
+        helper.make_tensor_value_info("h", f, [1, "T", d]),
+        helper.make_tensor_value_info("cos", f, ["T", dh]),
+        helper.make_tensor_value_info("sin", f, ["T", dh]),
+        helper.make_tensor_value_info("mask_past", f, ["T", "C"]),
+        helper.make_tensor_value_info("mask_new", f, ["T", "T"]),
+    ]
+    outputs = []
+    shape = lambda name, dims: g.const(name, np.array(dims, np.int64))  # noqa: E731
+    q_shape = shape("q_shape", [1, -1, h, dh])
+    kv_shape = shape("kv_shape", [1, -1, kv, dh])
+    grouped = shape("grouped", [1, kv, -1, dh])  # [1, H, T, Dh] -> [1, Hkv, g*T, Dh] (heads are grouped)
+    heads = shape("heads", [1, h, -1, dh])
+    # Row j*T + t of a group's scores is query t: the masks repeat g times down (once for all layers).
+    reps = shape("reps", [group, 1])
+    mask_past = g.op("Tile", ["mask_past", reps])  # [g*T, C]
+    mask_new = g.op("Tile", ["mask_new", reps])  # [g*T, T]
+    flat = shape("flat", [1, -1, h * dh])
+    scale = 1.0 / math.sqrt(dh)
+    x = "h"
+    for i, layer in enumerate(model.model.layers):
+        p = f"layers.{i}"
+        att, mlp = layer.self_attn, layer.mlp
+        inputs += [helper.make_tensor_value_info(f"past_k.{i}", f, [1, kv, dh, "C"]),  # keys stored transposed
+                   helper.make_tensor_value_info(f"past_v.{i}", f, [1, kv, "C", dh])]
+        n = g.rms_norm(x, _np(layer.input_layernorm.weight), cfg.rms_norm_eps, f"{p}.input_layernorm.weight")
+        bias = lambda m: _np(m.bias) if m.bias is not None else None  # noqa: E731
+        q = g.op("Reshape", [g.linear(n, _np(att.q_proj.weight), bias(att.q_proj), f"{p}.q"), q_shape])
+        q = _rope(g, g.op("Transpose", [q], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.q")
+        k = g.op("Reshape", [g.linear(n, _np(att.k_proj.weight), bias(att.k_proj), f"{p}.k"), kv_shape])
+        k = _rope(g, g.op("Transpose", [k], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.k")
+        v = g.op("Reshape", [g.linear(n, _np(att.v_proj.weight), bias(att.v_proj), f"{p}.v"), kv_shape])
+        v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
+        g.nodes.append(helper.make_node("Identity", [k], [f"new_k.{i}"]))
+        g.nodes.append(helper.make_node("Identity", [v], [f"new_v.{i}"]))
+        outputs += [helper.make_tensor_value_info(f"new_k.{i}", f, [1, kv, "T", dh]),
+                    helper.make_tensor_value_info(f"new_v.{i}", f, [1, kv, "T", dh])]
+        qg = g.op("Reshape", [q, grouped])  # [1, Hkv, g*T, Dh]
+        # Scores against the cache and the new keys, masked, with one softmax over both.
+        s_past = g.op("FusedMatMul", [qg, f"past_k.{i}"], domain="com.microsoft", alpha=scale)
+        s_new = g.op("FusedMatMul", [qg, k], domain="com.microsoft", transB=1, alpha=scale)
+        s_past = g.op("Add", [s_past, mask_past])  # [1, Hkv, g*T, C]
+        s_new = g.op("Add", [s_new, mask_new])  # [1, Hkv, g*T, T]
+        top = g.op("Max", [g.op("ReduceMax", [s_past], axes=[-1], keepdims=1),
+                           g.op("ReduceMax", [s_new], axes=[-1], keepdims=1)])
+        e_past = g.op("Exp", [g.op("Sub", [s_past, top])])
+        e_new = g.op("Exp", [g.op("Sub", [s_new, top])])
+        axis = g.const(f"{p}.axis", np.array([-1], np.int64))
+        z = g.op("Add", [g.op("ReduceSum", [e_past, axis], keepdims=1), g.op("ReduceSum", [e_new, axis], keepdims=1)])
+        o = g.op("Add", [g.op("MatMul", [e_past, f"past_v.{i}"]), g.op("MatMul", [e_new, v])])  # [1, Hkv, g*T, Dh]
+        o = g.op("Div", [o, z])
+        o = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [o, heads])], perm=[0, 2, 1, 3]), flat])
+        x = g.op("Add", [x, g.linear(o, _np(att.o_proj.weight), bias(att.o_proj), f"{p}.o")])
+        n = g.rms_norm(x, _np(layer.post_attention_layernorm.weight), cfg.rms_norm_eps,
+                       f"{p}.post_attention_layernorm.weight")
+        gate = g.linear(n, _np(mlp.gate_proj.weight), bias(mlp.gate_proj), f"{p}.gate")
+        up = g.linear(n, _np(mlp.up_proj.weight), bias(mlp.up_proj), f"{p}.up")
+        act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])
+        x = g.op("Add", [x, g.linear(act, _np(mlp.down_proj.weight), bias(mlp.down_proj), f"{p}.down")])
+    g.nodes.append(helper.make_node("Identity", [x], ["h_out"]))
+    outputs.insert(0, helper.make_tensor_value_info("h_out", f, [1, "T", d]))
+    graph = helper.make_graph(g.nodes, "draftls_layers", inputs, outputs, g.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+
+
+def build_head(model: LlamaModel) -> onnx.ModelProto:
+    """Final norm and LM head: h [1, T, D] -> logits [1, T, V]."""
+    cfg = model.cfg
+    g = _Graph()
+    f = TensorProto.FLOAT
+    n = g.rms_norm("h", _np(model.model.norm.weight), cfg.rms_norm_eps, "norm.weight")
+    y = g.linear(n, _np(model.lm_head.weight), None, "lm_head")
+    g.nodes.append(helper.make_node("Identity", [y], ["logits"]))
+    graph = helper.make_graph(g.nodes, "draftls_head", [helper.make_tensor_value_info("h", f, [1, "T", cfg.hidden_size])],
+                              [helper.make_tensor_value_info("logits", f, [1, "T", cfg.vocab_size])], g.inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+
+
+def _save(proto: onnx.ModelProto, path: Path) -> None:
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def _quantize(src: Path, dst: Path, how: str) -> None:
+    if how == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         use_external_data_format=True,
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    elif how == "int4":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=4)
+        q.process()
+        _save(q.model.model, dst)
+    else:
+        raise ValueError(f"unknown quantization {how!r}")
+
+
+def export(model: LlamaModel, out: Path, quantize: str = "none",
+           progress: Callable[[str], None] = lambda s: None) -> Path:
+    """Write `layers.onnx` and `head.onnx` (with external weights) under out; returns out.
+
+    Written to a temporary folder first and renamed, so a half-written export is never used.
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}")
+    t0 = time.perf_counter()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, build in (("layers", build_layers), ("head", build_head)):
+        progress(f"building {name}.onnx")
+        proto = build(model)
+        if quantize == "none":
+            _save(proto, tmp / f"{name}.onnx")
+            continue
+        plain = tmp / f"{name}.f32.onnx"
+        _save(proto, plain)
+        progress(f"quantizing {name}.onnx ({quantize})")
+        _quantize(plain, tmp / f"{name}.onnx", quantize)
+        plain.unlink()
+        (tmp / f"{name}.f32.onnx.data").unlink()
+    import onnxruntime
+
+    meta = {"format": FORMAT, "quantize": quantize, "onnxruntime": onnxruntime.__version__,
+            "seconds": round(time.perf_counter() - t0, 1)}
+    (tmp / "export.json").write_text(json.dumps(meta))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    log.info("exported %s (%s) in %.0f s", out, quantize, time.perf_counter() - t0)
+    return out
+
+
+def export_dir(root: Path, model_key: str, quantize: str) -> Path:
+    """Where the export of one model, quantization and ONNX Runtime version lives."""
+    import onnxruntime
+
+    return root / "onnx" / f"{model_key}-{quantize}-ort{onnxruntime.__version__}-f{FORMAT}"
+
+
+def is_complete(d: Path) -> bool:
+    try:
+        meta = json.loads((d / "export.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("format") == FORMAT and all((d / f).is_file() for f in ("layers.onnx", "head.onnx"))

@@ -1,0 +1,167 @@
+"""The ONNX Runtime backend against the torch backend: logits, cache handling, greedy drafts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+
+from decoding.engine import CompletionRequest, Engine  # noqa: E402
+from decoding.settings import Settings  # noqa: E402
+from models import onnx_backend  # noqa: E402
+from models.loading import LoadedModel, load_model  # noqa: E402
+from models.onnx_backend import OnnxBackend  # noqa: E402
+from models.onnx_export import export  # noqa: E402
+
+CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n    return result\n\n\nclass Box:\n    "
+PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
+
+
+def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none") -> OnnxBackend:
+    model = loaded.backend.model  # type: ignore[attr-defined]
+    export(model, folder, quantize)
+    return OnnxBackend(folder, model.cfg, model.model.embed_tokens.weight.detach().numpy(), "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, OnnxBackend]:
+    tiny = load_model("tiny")
+    return tiny, _onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny")
+
+
+def _check_parity(tb: object, ob: OnnxBackend, ids: list[int], atol: float) -> None:
+    tb.reset()  # type: ignore[attr-defined]
+    ob.reset()
+    a = tb.prefill(torch.tensor([ids]), all_logits=True)  # type: ignore[attr-defined]
+    b = ob.prefill(torch.tensor([ids]), all_logits=True)
+    assert a.shape == b.shape
+    assert (a - b).abs().max().item() < atol
+    for t in (11, 500, 3):
+        a, b = tb.step(torch.tensor([[t]])), ob.step(torch.tensor([[t]]))  # type: ignore[attr-defined]
+        assert (a - b).abs().max().item() < atol
+    assert ob.length == tb.length == len(ids) + 3  # type: ignore[attr-defined]
+
+
+def test_prefill_and_steps_match_torch(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    tiny, ob = tiny_pair
+    # 600 tokens: several prefill chunks and two capacity doublings of the cache buffers.
+    ids = tiny.tokenizer.encode(CODE * 40)[:600]
+    assert len(ids) == 600
+    _check_parity(tiny.backend, ob, ids, 1e-4)
+    assert ob.capacity >= 603
+
+
+def test_truncate_embeds_and_tree_steps_match_torch(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    tiny, ob = tiny_pair
+    tb = tiny.backend
+    ids = tiny.tokenizer.encode(CODE)
+    for b in (tb, ob):
+        b.reset()
+        b.prefill(torch.tensor([ids]))
+        b.step(torch.tensor([[7]]))
+        b.truncate(len(ids))  # rolled back: the next step overwrites position len(ids)
+    assert ob.length == len(ids)
+    e = tb.embed(torch.tensor([[5, 9]]))
+    mix = (e * torch.tensor([[[0.7], [0.3]]])).sum(1, keepdim=True)
+    a, b = tb.step(embeds=mix), ob.step(embeds=mix)
+    assert (a - b).abs().max().item() < 1e-4
+    n = tb.length
+    vis = torch.zeros(3, n + 3, dtype=torch.bool)
+    vis[:, :n] = True
+    vis[0, n], vis[1, n + 1], vis[2, [n, n + 2]] = True, True, True
+    pos = torch.tensor([n, n, n + 1])
+    a = tb.step_tree(torch.tensor([[4, 8, 15]]), pos, vis)
+    b = ob.step_tree(torch.tensor([[4, 8, 15]]), pos, vis)
+    assert (a - b).abs().max().item() < 1e-4
+
+
+def test_engine_drafts_are_the_same_on_both_backends(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    tiny, ob = tiny_pair
+    onnx_loaded = LoadedModel(tiny.spec, ob, tiny.tokenizer, tiny.fim, 0.0, "tiny")
+    s = Settings.from_dict({"drafts": 3, "maxNewTokens": 10, "mode": "block", "timeBudgetMs": 600_000})[0]
+    for text in PROMPTS:
+        got = [[d.text for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
+               for x in (tiny, onnx_loaded)]
+        assert got[0] == got[1] and len(got[0]) == 3
+    sup = Settings.from_dict({**s.to_wire(), "decoder": "superposed"})[0]
+    assert Engine(onnx_loaded).complete(CompletionRequest(CODE, len(CODE), settings=sup)).drafts
+
+
+def test_speculation_and_early_exit_step_aside_on_onnx(tiny_pair: tuple[LoadedModel, OnnxBackend],
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    tiny, ob = tiny_pair
+    with caplog.at_level(logging.INFO):
+        engine = Engine(LoadedModel(tiny.spec, ob, tiny.tokenizer, tiny.fim, 0.0, "tiny"))
+    assert engine.spec_cfg is None and engine.exit_cfg is None
+    assert sum("per-layer access" in r.getMessage() for r in caplog.records) == 2
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 6, "speculative": True, "earlyExit": True,
+                            "timeBudgetMs": 600_000, "mode": "block"})[0]
+    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
+    assert r.timings["generated_tokens"] == 6  # plain greedy decoding
+    assert not [k for k in r.timings if k.startswith(("spec_", "exit_"))]
+
+
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_quantized_exports_stay_close(tiny: LoadedModel, tmp_path: Path, quantize: str) -> None:
+    """Quantized MatMuls: not equal, but the logits keep their shape (high correlation)."""
+    ob = _onnx(tiny, tmp_path / quantize, quantize)
+    ids = torch.tensor([tiny.tokenizer.encode(CODE)])
+    tiny.backend.reset()
+    a = tiny.backend.prefill(ids)[0, -1]
+    b = ob.prefill(ids)[0, -1]
+    assert not torch.equal(a, b)
+    assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.95
+    ops = json.loads((tmp_path / quantize / "export.json").read_text())
+    assert ops["quantize"] == quantize
+
+
+def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first = load_model("tiny", backend="onnx")
+    assert first.backend.name == "onnx"
+    folder = Path(str(first.info["onnx_dir"]))
+    stamp = (folder / "export.json").stat().st_mtime_ns
+    again = load_model("tiny", backend="onnx")
+    assert (folder / "export.json").stat().st_mtime_ns == stamp  # loaded from the cache
+    ids = torch.tensor([again.tokenizer.encode(CODE)])
+    assert torch.allclose(first.backend.prefill(ids), again.backend.prefill(ids))
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    with caplog.at_level(logging.WARNING):
+        fallback = load_model("tiny", backend="onnx")
+    assert fallback.backend.name == "torch"
+    assert any("onnxruntime is not installed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.model
+def test_default_model_logits_and_greedy_drafts_match_torch(smol: LoadedModel, tmp_path: Path) -> None:
+    """Float32 parity on SmolLM2 within 1e-3, and the same greedy drafts."""
+    ob = _onnx(smol, tmp_path / "smol")
+    ids = smol.tokenizer.encode(CODE * 4)[:300]
+    _check_parity(smol.backend, ob, ids, 1e-3)
+    other = LoadedModel(smol.spec, ob, smol.tokenizer, smol.fim, 0.0, "cache")
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 16, "mode": "block", "timeBudgetMs": 600_000,
+                            "monitors": False})[0]
+    for text in PROMPTS:
+        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
+               for x in (smol, other)]
+        assert got[0] == got[1]
+
+
+@pytest.mark.gpu
+def test_cuda_provider_matches_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu with a CUDA GPU is not available")
+    tiny, ob = tiny_pair
+    model = tiny.backend.model  # type: ignore[attr-defined]
+    export(model, tmp_path / "gpu")
+    gb = OnnxBackend(tmp_path / "gpu", model.cfg, model.model.embed_tokens.weight.detach().numpy(), "cuda")
+    assert gb.cuda
+    _check_parity(ob, gb, tiny.tokenizer.encode(CODE), 1e-3)
