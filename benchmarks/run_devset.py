@@ -30,7 +30,7 @@ from decoding.prompt import prefix_window  # noqa: E402
 from decoding.sampling import Draft  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
 from lsp.batch import format_summary, load_cases, run_batch  # noqa: E402
-from models.loading import LoadedModel, load_model  # noqa: E402
+from models.loading import LoadedModel, load_model, to_onnx  # noqa: E402
 
 START, END = "<!-- devset:start -->", "<!-- devset:end -->"
 
@@ -50,6 +50,9 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-exit": ("draftls greedy, 1 draft, dynamic early exit", {"drafts": 1, "earlyExit": True}),
     "greedy-spec-stop": ("draftls greedy, 1 draft, self-speculative + stop-on-uncertain",
                          {"drafts": 1, "speculative": True, "stopOnUncertain": True}),
+    "onnx": ("draftls greedy, 1 draft, ONNX Runtime float32", {"drafts": 1, "backend": "onnx"}),
+    "onnx-int8": ("draftls greedy, 1 draft, ONNX Runtime int8", {"drafts": 1, "backend": "onnx", "quantize": "int8"}),
+    "onnx-int4": ("draftls greedy, 1 draft, ONNX Runtime int4", {"drafts": 1, "backend": "onnx", "quantize": "int4"}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
 
@@ -165,7 +168,8 @@ def main() -> None:
     for name in names:
         desc, wire = CONFIGS[name]
         settings = Settings.from_dict({"model": loaded.spec.name, **wire})[0]
-        engine = Engine(loaded)  # a fresh cache per configuration
+        model = loaded if settings.backend == "torch" else to_onnx(loaded, "cpu", settings.quantize, print)
+        engine = Engine(model)  # a fresh cache per configuration
         complete = None
         if name == "hf-generate":
             complete = hf_completer(loaded, settings)

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from decoding.ngram import NgramTable
+from models.config import default_exit_layers
 from models.backend import Backend
 from monitors.base import Monitor
 
@@ -351,7 +352,7 @@ def default_config(backend: Backend) -> SpecConfig | None:
     if n < 2:
         return None
     heads = getattr(backend, "exit_heads", {})
-    layers = sorted(l for l in heads if 0 < l < n) or sorted({max(1, n // 4), max(1, n // 3), max(1, n // 2)} - {n})
+    layers = sorted(l for l in heads if 0 < l < n) or default_exit_layers(n)
     head = cfg.vocab_size * cfg.hidden_size
     total = max(cfg.num_params, head)
     shortlist = getattr(backend, "shortlist", None)

@@ -76,7 +76,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(json.dumps({"drafts": drafts, "timings": timings}, indent=2, ensure_ascii=False))
         return 0
     line_start = text.rfind("\n", 0, offset) + 1
-    print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source})")
+    backend = loaded.backend.name + (f" {settings.quantize}" if loaded.backend.name == "onnx" else "")
+    print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source}), backend {backend}")
     print(f"  cursor: {text[line_start:offset]!r}|")
     if not result.drafts:
         print("  (no suggestion)")

@@ -12,6 +12,12 @@ SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2")
 """`model_type` values our own model code runs (SmolLM and SmolLM2 are `llama`)."""
 
 
+def default_exit_layers(n_layers: int) -> list[int]:
+    """Where self-speculation drafts without trained exit heads: a quarter, a third and half
+    of the depth (the ONNX export cuts its segments there too)."""
+    return sorted({max(1, n_layers // 4), max(1, n_layers // 3), max(1, n_layers // 2)} - {n_layers})
+
+
 class UnsupportedModelError(ValueError):
     """The checkpoint's architecture or a feature of it is not something we can run."""
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.backend import Backend, TorchBackend
-from models.config import ModelConfig, UnsupportedModelError
+from models.config import ModelConfig, UnsupportedModelError, default_exit_layers
 from models.exit_heads import ExitHeads, shipped_heads
 from models.fim import FimTemplate, detect_fim
 from models.llama import LlamaModel
@@ -234,11 +234,18 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
     t0 = time.perf_counter()
     assert isinstance(loaded.backend, TorchBackend)
     model = loaded.backend.model
+    torch_backend = loaded.backend
+    # Segments cut at the exit heads' layers (without heads: where speculation then drafts).
+    cuts = sorted(torch_backend.exit_heads) or default_exit_layers(model.cfg.num_layers)
     d = export_dir(cache_root(), model_key(loaded), quantize)
-    if not is_complete(d):
+    if not is_complete(d, cuts, model.cfg.num_layers):
         progress(f"exporting {loaded.spec.name} to ONNX ({quantize})")
-        export(model, d, quantize, progress)
-    backend = OnnxBackend(d, model.cfg, model.model.embed_tokens.weight.detach().float().numpy(), device)
+        export(model, d, quantize, cuts, progress)
+    weight = lambda p: p.detach().float().numpy()  # noqa: E731
+    backend = OnnxBackend(d, model.cfg, weight(model.model.embed_tokens.weight), weight(model.lm_head.weight),
+                          weight(model.model.norm.weight), device)
+    if torch_backend.exit_heads:
+        backend.attach_heads(torch_backend.exit_heads, torch_backend.shortlist, torch_backend.exit_thresholds)
     info = {**loaded.info, "onnx_dir": str(d), "quantize": quantize, "providers": backend.providers}
     return LoadedModel(loaded.spec, backend, loaded.tokenizer, loaded.fim,
                        loaded.load_seconds + time.perf_counter() - t0, loaded.source, info)

@@ -7,12 +7,14 @@ doubles when full. On CUDA (onnxruntime-gpu), the CUDAExecutionProvider runs the
 the buffers are still host memory, copied in each call (I/O binding, to keep them on the
 GPU, is not done yet).
 
-Per-layer access (early exit, self-speculation) is not exported yet: `layered` is False,
-and the engine then leaves those features off with a log line.
+The layers run in the export's segments (cut at the exit layers), so early exit and
+self-speculation work as on torch where their layers are segment bounds; per-layer fill
+lengths let speculation run the early layers ahead of the late ones.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from models.config import ModelConfig
+from models.llama import linear
 
 log = logging.getLogger(__name__)
 
@@ -49,33 +52,56 @@ def providers(device: str) -> list[str]:
 
 
 class OnnxBackend:
-    """Backend over `layers.onnx` and `head.onnx` in `folder`; the embedding table is given."""
+    """Backend over an export folder (models/onnx_export.py); the embedding table is given, and
+    exit heads (adapters by layer, a shortlist, thresholds) may be attached as on torch."""
 
     name = "onnx"
-    layered = False  # no per-layer segments: early exit and self-speculation stay off
+    layered = True  # run_layers at the export's segment bounds, exit heads, state copying
 
-    def __init__(self, folder: Path, config: ModelConfig, embed_weight: np.ndarray, device: str = "cpu",
-                 threads: int | None = None):
+    def __init__(self, folder: Path, config: ModelConfig, embed_weight: np.ndarray, head_weight: np.ndarray,
+                 norm_weight: np.ndarray, device: str = "cpu", threads: int | None = None):
         import onnxruntime as ort
 
         self.config = config
-        self.exit_heads: dict[int, object] = {}
+        self.exit_heads: dict[int, torch.nn.Module] = {}
         self.exit_thresholds: dict[int, float] = {}
-        self.shortlist = None
+        self.shortlist: Tensor | None = None
+        self._short_weight: Tensor | None = None
+        self.dtype = torch.float32
         self.embed_weight = np.ascontiguousarray(embed_weight, dtype=np.float32)  # [V, D]
+        self.head_weight = np.asarray(head_weight, dtype=np.float32)  # [V, D] (the same array when tied)
+        self.norm_weight = torch.from_numpy(np.asarray(norm_weight, np.float32))  # final norm, for draft logits
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.providers = providers(device)
-        self.layers = ort.InferenceSession(str(folder / "layers.onnx"), so, providers=self.providers)
-        self.head = ort.InferenceSession(str(folder / "head.onnx"), so, providers=self.providers)
+        meta = json.loads((folder / "export.json").read_text())
+        self.segments = [(int(a), int(b)) for a, b in meta["segments"]]
+        session = lambda name: ort.InferenceSession(str(folder / name), so, providers=self.providers)  # noqa: E731
+        self.layers = {(a, b): session(f"layers_{a}_{b}.onnx") for a, b in self.segments}
+        self.kv = {(a, b): session(f"kv_{a}_{b}.onnx") for a, b in self.segments}
+        self.head = session("head.onnx")
         self.cuda = self.providers[0] == "CUDAExecutionProvider"
         self.device = torch.device("cuda" if self.cuda else "cpu")
         inv_freq, self.rope_scale = config.inv_freq()
         self.inv_freq = inv_freq.numpy().astype(np.float64)
-        self._n = 0
+        self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
         self._alloc(256)
+
+    def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
+                     thresholds: dict[int, float] | None = None) -> None:
+        """Exit adapters at segment bounds (others are dropped with a log line), a shortlist, thresholds."""
+        bounds = {a for a, _ in self.segments}
+        dropped = sorted(set(adapters) - bounds)
+        if dropped:
+            log.info("exit heads at layers %s are not segment bounds of this export: not used", dropped)
+        self.exit_heads = {l: a.float().eval() for l, a in adapters.items() if l in bounds}
+        self.exit_thresholds = {l: t for l, t in (thresholds or {}).items() if l in self.exit_heads}
+        self.shortlist = shortlist
+        self._short_weight = None
+        if shortlist is not None:
+            self._short_weight = torch.from_numpy(self.head_weight[shortlist.cpu().numpy()])
 
     # -- cache -------------------------------------------------------------------------------
 
@@ -86,30 +112,39 @@ class OnnxBackend:
         # Keys transposed, [1, Hkv, Dh, C]: the graph's scores are then a plain matrix product.
         self.k = [np.zeros((1, c.num_kv_heads, c.head_dim, capacity), np.float32) for _ in range(c.num_layers)]
         self.v = [np.zeros((1, c.num_kv_heads, capacity, c.head_dim), np.float32) for _ in range(c.num_layers)]
-        if old is not None and self._n:
-            for i in range(c.num_layers):
-                self.k[i][..., : self._n] = old[0][i][..., : self._n]
-                self.v[i][:, :, : self._n] = old[1][i][:, :, : self._n]
+        if old is not None:
+            for i, n in enumerate(self.lens):
+                self.k[i][..., :n] = old[0][i][..., :n]
+                self.v[i][:, :, :n] = old[1][i][:, :, :n]
         self.capacity = capacity
+
+    def _append(self, layer: int, k: np.ndarray, v: np.ndarray) -> None:
+        """Write the new K/V [1, Hkv, T, Dh] after the layer's fill."""
+        n, t = self.lens[layer], k.shape[2]
+        if n + t > self.capacity:
+            self._alloc(max(2 * self.capacity, n + t))
+        self.k[layer][..., n : n + t] = k.transpose(0, 1, 3, 2)
+        self.v[layer][:, :, n : n + t] = v
+        self.lens[layer] = n + t
 
     @property
     def length(self) -> int:
-        return self._n
+        return self.lens[0]
 
     @property
     def batch(self) -> int:
         return 1
 
     def layer_lengths(self) -> list[int]:
-        return [self._n] * self.config.num_layers
+        return list(self.lens)
 
     def reset(self, batch: int = 1) -> None:
         if batch != 1:
             raise ValueError("the ONNX backend decodes one sequence (drafts go side by side in it)")
-        self._n = 0
+        self.lens = [0] * self.config.num_layers
 
     def truncate(self, n: int) -> None:
-        self._n = min(self._n, max(n, 0))
+        self.lens = [min(length, max(n, 0)) for length in self.lens]
 
     def select(self, rows: Tensor) -> None:
         if rows.tolist() != [0]:
@@ -126,49 +161,93 @@ class OnnxBackend:
         emb = np.concatenate([freqs, freqs], -1)
         return ((np.cos(emb) * self.rope_scale).astype(np.float32), (np.sin(emb) * self.rope_scale).astype(np.float32))
 
-    def _run(self, h: np.ndarray, positions: np.ndarray, past: np.ndarray, new: np.ndarray) -> np.ndarray:
-        """Layers on h [1, T, D]; `past` [T, n] and `new` [T, T] say which keys each token sees.
-        Appends the new K/V; returns the output stream [1, T, D]."""
-        t = h.shape[1]
-        if self._n + t > self.capacity:
-            self._alloc(max(2 * self.capacity, self._n + t))
-        mask_past = np.full((t, self.capacity), -np.inf, np.float32)
-        mask_past[:, : self._n] = np.where(past, 0.0, -np.inf)
-        mask_new = np.where(new, 0.0, -np.inf).astype(np.float32)
-        cos, sin = self._rope(positions)
-        feed = {"h": np.ascontiguousarray(h, np.float32), "cos": cos, "sin": sin, "mask_past": mask_past, "mask_new": mask_new}
-        for i in range(self.config.num_layers):
-            feed[f"past_k.{i}"] = self.k[i]
-            feed[f"past_v.{i}"] = self.v[i]
-        out = self.layers.run(None, feed)
-        n = self._n
-        for i in range(self.config.num_layers):
-            self.k[i][..., n : n + t] = out[1 + 2 * i].transpose(0, 1, 3, 2)
-            self.v[i][:, :, n : n + t] = out[2 + 2 * i]
-        self._n = n + t
-        return out[0]
+    def _segments(self, start: int, stop: int) -> list[tuple[int, int]]:
+        segs = [(a, b) for a, b in self.segments if start <= a and b <= stop]
+        if not segs or segs[0][0] != start or segs[-1][1] != stop:
+            raise NotImplementedError(f"layers [{start}, {stop}) do not fall on the export's segments {self.segments}")
+        return segs
 
-    def _causal(self, h: np.ndarray) -> np.ndarray:
-        t = h.shape[1]
-        positions = np.arange(self._n, self._n + t)
-        return self._run(h, positions, np.ones((t, self._n), bool), np.tril(np.ones((t, t), bool)))
+    def _layers(self, h: np.ndarray, start: int, stop: int, positions: np.ndarray | None = None,
+                past: np.ndarray | None = None, new: np.ndarray | None = None) -> np.ndarray:
+        """Layers [start, stop) on h [1, T, D] for new positions (causal unless `past` [T, n] and
+        `new` [T, T] say which keys each token sees); appends their K/V; returns [1, T, D]."""
+        t, n = h.shape[1], self.lens[start]
+        if self.lens[start:stop] != [n] * (stop - start):
+            raise RuntimeError(f"layers {start}..{stop} hold {self.lens[start:stop]} positions")
+        if n + t > self.capacity:
+            self._alloc(max(2 * self.capacity, n + t))
+        positions = np.arange(n, n + t) if positions is None else positions
+        mask_past = np.full((t, self.capacity), -np.inf, np.float32)
+        mask_past[:, :n] = 0.0 if past is None else np.where(past, 0.0, -np.inf)
+        mask_new = np.where(np.tril(np.ones((t, t), bool)) if new is None else new, 0.0, -np.inf).astype(np.float32)
+        cos, sin = self._rope(positions)
+        h = np.ascontiguousarray(h, np.float32)
+        for a, b in self._segments(start, stop):
+            feed = {"h": h, "cos": cos, "sin": sin, "mask_past": mask_past, "mask_new": mask_new}
+            for i in range(a, b):
+                feed[f"past_k.{i}"] = self.k[i]
+                feed[f"past_v.{i}"] = self.v[i]
+            out = self.layers[(a, b)].run(None, feed)
+            for j, i in enumerate(range(a, b)):
+                self._append(i, out[1 + 2 * j], out[2 + 2 * j])
+            h = out[0]
+        return h
 
     def _logits(self, h: np.ndarray) -> Tensor:
         return torch.from_numpy(self.head.run(None, {"h": np.ascontiguousarray(h, np.float32)})[0])
 
     @torch.inference_mode()
+    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
+        """Layers [start, stop) (segment bounds of the export) on h [1, T, D]; appends their K/V."""
+        return torch.from_numpy(self._layers(h.float().cpu().numpy(), start, stop))
+
+    @torch.inference_mode()
+    def exit_logits(self, h: Tensor, layer: int) -> Tensor:
+        """Logits [1, T, V] from the residual stream after `layer` layers (its exit adapter, if any)."""
+        head = self.exit_heads.get(layer)
+        if head is not None and layer < self.config.num_layers:
+            h = head(h.float())
+        return self._logits(h.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def draft_logits(self, h: Tensor, layer: int) -> Tensor:
+        """As exit_logits, but only the shortlist's rows of the LM head (-inf elsewhere)."""
+        if self._short_weight is None or self.shortlist is None:
+            return self.exit_logits(h, layer)
+        head = self.exit_heads.get(layer)
+        x = head(h.float()) if head is not None else h.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.config.rms_norm_eps) * self.norm_weight
+        short = linear(x, self._short_weight)  # [1, T, K]
+        out = torch.full((*short.shape[:-1], self.config.vocab_size), float("-inf"))
+        out[..., self.shortlist] = short
+        return out
+
+    @torch.inference_mode()
+    def fill_kv(self, h: Tensor, start: int, stop: int) -> None:
+        """Fill skipped layers [start, stop) from an exited state (state copying)."""
+        if start >= stop:
+            return
+        x = np.ascontiguousarray(h.float().cpu().numpy(), np.float32)
+        n, t = self.lens[start], x.shape[1]
+        cos, sin = self._rope(np.arange(n, n + t))
+        for a, b in self._segments(start, stop):
+            out = self.kv[(a, b)].run(None, {"h": x, "cos": cos, "sin": sin})
+            for j, i in enumerate(range(a, b)):
+                self._append(i, out[2 * j], out[2 * j + 1])
+
+    @torch.inference_mode()
     def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor:
         """Extend the cache by ids [1, T] (or embeds [1, T, D]); logits [1, T, V]."""
         h = self.embed(ids) if embeds is None else embeds
-        return self._logits(self._causal(h.float().cpu().numpy()))
+        return self._logits(self._layers(h.float().cpu().numpy(), 0, self.config.num_layers))
 
     @torch.inference_mode()
     def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor:
         """Append ids [1, T] at `positions` [T], token i seeing the keys `visible` [T, length + T] marks."""
-        n = self._n
+        n = self.length
         vis = visible.cpu().numpy().astype(bool)
         h = self.embed(ids).numpy()
-        return self._logits(self._run(h, positions.cpu().numpy(), vis[:, :n], vis[:, n:]))
+        return self._logits(self._layers(h, 0, self.config.num_layers, positions.cpu().numpy(), vis[:, :n], vis[:, n:]))
 
     @torch.inference_mode()
     def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor:
@@ -178,24 +257,10 @@ class OnnxBackend:
         outs = []
         h = None
         for i in range(0, ids.shape[1], PREFILL_CHUNK):
-            h = self._causal(self.embed(ids[:, i : i + PREFILL_CHUNK]).numpy())
+            h = self._layers(self.embed(ids[:, i : i + PREFILL_CHUNK]).numpy(), 0, self.config.num_layers)
             if all_logits:
                 outs.append(self._logits(h))
         if all_logits:
             return torch.cat(outs, dim=1)
         assert h is not None
         return self._logits(h[:, -1:])
-
-    def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
-        raise NotImplementedError("per-layer access is not exported for ONNX Runtime yet")
-
-    def exit_logits(self, h: Tensor, layer: int) -> Tensor:
-        if layer != self.config.num_layers:
-            raise NotImplementedError("exit heads are not exported for ONNX Runtime yet")
-        return self._logits(h.float().cpu().numpy())
-
-    def draft_logits(self, h: Tensor, layer: int) -> Tensor:
-        return self.exit_logits(h, layer)
-
-    def fill_kv(self, h: Tensor, start: int, stop: int) -> None:
-        raise NotImplementedError("per-layer access is not exported for ONNX Runtime yet")

@@ -1,17 +1,20 @@
 """Export a Llama-family model to ONNX graphs with an explicit KV cache, for ONNX Runtime.
 
-Two graphs, built op by op from the weights (no tracing, so every shape stays symbolic):
+The graphs are built op by op from the weights (no tracing, so every shape stays
+symbolic). The layers are cut into segments at the exit layers, so that early exit and
+self-speculation can run the first layers, read an exit head, and run the rest:
 
-- `layers.onnx`: the decoder layers on a residual stream `h` [1, T, D] (token embeddings or
+- `layers_a_b.onnx`: layers [a, b) on a residual stream `h` [1, T, D] (token embeddings or
   any mix of them: superposed decoding feeds its own). Inputs: `cos`, `sin` [T, Dh] for
   the new tokens' positions, additive masks `mask_past` [T, C] and `mask_new` [T, T], and
   per layer the cache buffers `past_k.i` [1, Hkv, Dh, C] (keys transposed: the scores are a
-  plain product) and `past_v.i` [1, Hkv, C, Dh]. Outputs: `h_out`
-  [1, T, D] and per layer the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh].
-  The caller owns the cache: C is the buffer's capacity and the mask hides what is not
-  filled, so the buffers go in without a copy and the graph never concatenates them.
-  Attention splits the softmax over past and new keys, which also gives tree masks
-  (drafts side by side) and speculation's verify passes for free.
+  plain product) and `past_v.i` [1, Hkv, C, Dh]. Outputs: `h_out` [1, T, D] and per layer
+  the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh]. The caller owns the cache: C is
+  the buffer's capacity and the mask hides what is not filled, so the buffers go in
+  without a copy and the graph never concatenates them. Attention splits the softmax over
+  past and new keys, which also gives tree masks (drafts side by side) and speculation's
+  verify passes for free.
+- `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
 The embedding table stays outside (a row lookup). Quantized variants replace the MatMuls:
@@ -39,7 +42,7 @@ from models.llama import LlamaModel
 log = logging.getLogger(__name__)
 
 OPSET = 17
-FORMAT = 1  # bump when the graphs change
+FORMAT = 2  # bump when the graphs change
 QUANTIZE = ("none", "int8", "int4")
 
 
@@ -86,8 +89,9 @@ def _rope(g: _Graph, x: str, cos: str, sin: str, half: int, name: str) -> str:
     return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rot, sin])])
 
 
-def build_layers(model: LlamaModel) -> onnx.ModelProto:
-    """The decoder layers graph (see the module docstring)."""
+def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False) -> onnx.ModelProto:
+    """The graph of layers [start, stop) (see the module docstring). With kv_only, each layer's
+    K/V computed from the same input `h` (early exit's state copying), nothing else."""
     cfg: ModelConfig = model.cfg
     d, h, kv, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     group = h // kv
@@ -97,31 +101,30 @@ def build_layers(model: LlamaModel) -> onnx.ModelProto:
         helper.make_tensor_value_info("h", f, [1, "T", d]),
         helper.make_tensor_value_info("cos", f, ["T", dh]),
         helper.make_tensor_value_info("sin", f, ["T", dh]),
-        helper.make_tensor_value_info("mask_past", f, ["T", "C"]),
-        helper.make_tensor_value_info("mask_new", f, ["T", "T"]),
     ]
+    if not kv_only:
+        inputs += [helper.make_tensor_value_info("mask_past", f, ["T", "C"]),
+                   helper.make_tensor_value_info("mask_new", f, ["T", "T"])]
     outputs = []
     shape = lambda name, dims: g.const(name, np.array(dims, np.int64))  # noqa: E731
     q_shape = shape("q_shape", [1, -1, h, dh])
     kv_shape = shape("kv_shape", [1, -1, kv, dh])
     grouped = shape("grouped", [1, kv, -1, dh])  # [1, H, T, Dh] -> [1, Hkv, g*T, Dh] (heads are grouped)
     heads = shape("heads", [1, h, -1, dh])
-    # Row j*T + t of a group's scores is query t: the masks repeat g times down (once for all layers).
-    reps = shape("reps", [group, 1])
-    mask_past = g.op("Tile", ["mask_past", reps])  # [g*T, C]
-    mask_new = g.op("Tile", ["mask_new", reps])  # [g*T, T]
     flat = shape("flat", [1, -1, h * dh])
     scale = 1.0 / math.sqrt(dh)
+    if not kv_only:
+        # Row j*T + t of a group's scores is query t: the masks repeat g times down (once for all layers).
+        reps = shape("reps", [group, 1])
+        mask_past = g.op("Tile", ["mask_past", reps])  # [g*T, C]
+        mask_new = g.op("Tile", ["mask_new", reps])  # [g*T, T]
     x = "h"
-    for i, layer in enumerate(model.model.layers):
+    bias = lambda m: _np(m.bias) if m.bias is not None else None  # noqa: E731
+    for i in range(start, stop):
+        layer = model.model.layers[i]
         p = f"layers.{i}"
         att, mlp = layer.self_attn, layer.mlp
-        inputs += [helper.make_tensor_value_info(f"past_k.{i}", f, [1, kv, dh, "C"]),  # keys stored transposed
-                   helper.make_tensor_value_info(f"past_v.{i}", f, [1, kv, "C", dh])]
         n = g.rms_norm(x, _np(layer.input_layernorm.weight), cfg.rms_norm_eps, f"{p}.input_layernorm.weight")
-        bias = lambda m: _np(m.bias) if m.bias is not None else None  # noqa: E731
-        q = g.op("Reshape", [g.linear(n, _np(att.q_proj.weight), bias(att.q_proj), f"{p}.q"), q_shape])
-        q = _rope(g, g.op("Transpose", [q], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.q")
         k = g.op("Reshape", [g.linear(n, _np(att.k_proj.weight), bias(att.k_proj), f"{p}.k"), kv_shape])
         k = _rope(g, g.op("Transpose", [k], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.k")
         v = g.op("Reshape", [g.linear(n, _np(att.v_proj.weight), bias(att.v_proj), f"{p}.v"), kv_shape])
@@ -130,6 +133,12 @@ def build_layers(model: LlamaModel) -> onnx.ModelProto:
         g.nodes.append(helper.make_node("Identity", [v], [f"new_v.{i}"]))
         outputs += [helper.make_tensor_value_info(f"new_k.{i}", f, [1, kv, "T", dh]),
                     helper.make_tensor_value_info(f"new_v.{i}", f, [1, kv, "T", dh])]
+        if kv_only:
+            continue
+        inputs += [helper.make_tensor_value_info(f"past_k.{i}", f, [1, kv, dh, "C"]),  # keys stored transposed
+                   helper.make_tensor_value_info(f"past_v.{i}", f, [1, kv, "C", dh])]
+        q = g.op("Reshape", [g.linear(n, _np(att.q_proj.weight), bias(att.q_proj), f"{p}.q"), q_shape])
+        q = _rope(g, g.op("Transpose", [q], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.q")
         qg = g.op("Reshape", [q, grouped])  # [1, Hkv, g*T, Dh]
         # Scores against the cache and the new keys, masked, with one softmax over both.
         s_past = g.op("FusedMatMul", [qg, f"past_k.{i}"], domain="com.microsoft", alpha=scale)
@@ -152,10 +161,18 @@ def build_layers(model: LlamaModel) -> onnx.ModelProto:
         up = g.linear(n, _np(mlp.up_proj.weight), bias(mlp.up_proj), f"{p}.up")
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])
         x = g.op("Add", [x, g.linear(act, _np(mlp.down_proj.weight), bias(mlp.down_proj), f"{p}.down")])
-    g.nodes.append(helper.make_node("Identity", [x], ["h_out"]))
-    outputs.insert(0, helper.make_tensor_value_info("h_out", f, [1, "T", d]))
-    graph = helper.make_graph(g.nodes, "draftls_layers", inputs, outputs, g.inits)
+    if not kv_only:
+        g.nodes.append(helper.make_node("Identity", [x], ["h_out"]))
+        outputs.insert(0, helper.make_tensor_value_info("h_out", f, [1, "T", d]))
+    graph = helper.make_graph(g.nodes, f"draftls_{'kv' if kv_only else 'layers'}_{start}_{stop}", inputs, outputs,
+                              g.inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+
+
+def segments(cuts: list[int], n_layers: int) -> list[tuple[int, int]]:
+    """Consecutive layer ranges split at the cuts (the exit layers)."""
+    bounds = sorted({0, n_layers} | {c for c in cuts if 0 < c < n_layers})
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def build_head(model: LlamaModel) -> onnx.ModelProto:
@@ -193,21 +210,28 @@ def _quantize(src: Path, dst: Path, how: str) -> None:
         raise ValueError(f"unknown quantization {how!r}")
 
 
-def export(model: LlamaModel, out: Path, quantize: str = "none",
+def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int] | None = None,
            progress: Callable[[str], None] = lambda s: None) -> Path:
-    """Write `layers.onnx` and `head.onnx` (with external weights) under out; returns out.
+    """Write the graphs under out (with external weights) and return out: for every segment
+    [a, b) between the cuts, `layers_a_b.onnx` and `kv_a_b.onnx`, and `head.onnx`.
 
     Written to a temporary folder first and renamed, so a half-written export is never used.
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}")
     t0 = time.perf_counter()
+    n = model.cfg.num_layers
+    segs = segments(cuts or [], n)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name, build in (("layers", build_layers), ("head", build_head)):
+    graphs: dict[str, Callable[[], onnx.ModelProto]] = {"head": lambda: build_head(model)}
+    for a, b in segs:
+        graphs[f"layers_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b)
+        graphs[f"kv_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b, kv_only=True)
+    for name, build in graphs.items():
         progress(f"building {name}.onnx")
-        proto = build(model)
+        proto = build()
         if quantize == "none":
             _save(proto, tmp / f"{name}.onnx")
             continue
@@ -220,7 +244,7 @@ def export(model: LlamaModel, out: Path, quantize: str = "none",
     import onnxruntime
 
     meta = {"format": FORMAT, "quantize": quantize, "onnxruntime": onnxruntime.__version__,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "segments": segs, "seconds": round(time.perf_counter() - t0, 1)}
     (tmp / "export.json").write_text(json.dumps(meta))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -235,9 +259,13 @@ def export_dir(root: Path, model_key: str, quantize: str) -> Path:
     return root / "onnx" / f"{model_key}-{quantize}-ort{onnxruntime.__version__}-f{FORMAT}"
 
 
-def is_complete(d: Path) -> bool:
+def is_complete(d: Path, cuts: list[int] | None, n_layers: int) -> bool:
+    """True when d holds a finished export of this format with the segments these cuts give."""
     try:
         meta = json.loads((d / "export.json").read_text())
     except (OSError, ValueError):
         return False
-    return meta.get("format") == FORMAT and all((d / f).is_file() for f in ("layers.onnx", "head.onnx"))
+    segs = segments(cuts or [], n_layers)
+    return (meta.get("format") == FORMAT and [tuple(x) for x in meta.get("segments", [])] == segs
+            and all((d / f"{k}_{a}_{b}.onnx").is_file() for a, b in segs for k in ("layers", "kv"))
+            and (d / "head.onnx").is_file())

@@ -16,16 +16,26 @@ from decoding.settings import Settings  # noqa: E402
 from models import onnx_backend  # noqa: E402
 from models.loading import LoadedModel, load_model  # noqa: E402
 from models.onnx_backend import OnnxBackend  # noqa: E402
+from models.config import default_exit_layers  # noqa: E402
 from models.onnx_export import export  # noqa: E402
+from tests.unit.decoding.helpers import headed_tiny  # noqa: E402
 
 CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n    return result\n\n\nclass Box:\n    "
 PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
 
 
 def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none") -> OnnxBackend:
-    model = loaded.backend.model  # type: ignore[attr-defined]
-    export(model, folder, quantize)
-    return OnnxBackend(folder, model.cfg, model.model.embed_tokens.weight.detach().numpy(), "cpu")
+    """The loaded torch model exported to folder, cut at its exit heads and speculation's layers."""
+    tb = loaded.backend
+    model = tb.model  # type: ignore[attr-defined]
+    cuts = sorted(tb.exit_heads) or default_exit_layers(model.cfg.num_layers)  # type: ignore[attr-defined]
+    export(model, folder, quantize, cuts)
+    w = lambda p: p.detach().numpy()  # noqa: E731
+    ob = OnnxBackend(folder, model.cfg, w(model.model.embed_tokens.weight), w(model.lm_head.weight),
+                     w(model.model.norm.weight), "cpu")
+    if tb.exit_heads:  # type: ignore[attr-defined]
+        ob.attach_heads(tb.exit_heads, tb.shortlist, tb.exit_thresholds)  # type: ignore[attr-defined]
+    return ob
 
 
 @pytest.fixture(scope="module")
@@ -88,22 +98,32 @@ def test_engine_drafts_are_the_same_on_both_backends(tiny_pair: tuple[LoadedMode
         got = [[d.text for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
                for x in (tiny, onnx_loaded)]
         assert got[0] == got[1] and len(got[0]) == 3
-    sup = Settings.from_dict({**s.to_wire(), "decoder": "superposed"})[0]
-    assert Engine(onnx_loaded).complete(CompletionRequest(CODE, len(CODE), settings=sup)).drafts
+    sup = Settings.from_dict({**s.to_wire(), "decoder": "superposed", "mode": "line"})[0]
+    runs = [Engine(x).complete(CompletionRequest(text, len(text), settings=sup)) for x in (tiny, onnx_loaded)
+            for text in PROMPTS]
+    assert [d.token_ids for r in runs[:4] for d in r.drafts] == [d.token_ids for r in runs[4:] for d in r.drafts]
+    assert sum(r.timings["generated_tokens"] for r in runs[4:]) > 0
 
 
-def test_speculation_and_early_exit_step_aside_on_onnx(tiny_pair: tuple[LoadedModel, OnnxBackend],
-                                                        caplog: pytest.LogCaptureFixture) -> None:
-    tiny, ob = tiny_pair
-    with caplog.at_level(logging.INFO):
-        engine = Engine(LoadedModel(tiny.spec, ob, tiny.tokenizer, tiny.fim, 0.0, "tiny"))
-    assert engine.spec_cfg is None and engine.exit_cfg is None
-    assert sum("per-layer access" in r.getMessage() for r in caplog.records) == 2
-    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 6, "speculative": True, "earlyExit": True,
-                            "timeBudgetMs": 600_000, "mode": "block"})[0]
-    r = engine.complete(CompletionRequest(CODE, len(CODE), settings=s))
-    assert r.timings["generated_tokens"] == 6  # plain greedy decoding
-    assert not [k for k in r.timings if k.startswith(("spec_", "exit_"))]
+@pytest.mark.parametrize("feature", ["speculative", "earlyExit"])
+def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path, feature: str) -> None:
+    """Same exit heads and thresholds: speculation (lossless) and early exit (not lossless,
+    but deterministic) give the same tokens on both backends, through the export's segments."""
+    loaded = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
+    ob = _onnx(loaded, tmp_path / "headed")
+    assert sorted(ob.exit_heads) == [1, 2] and ob.segments == [(0, 1), (1, 2), (2, 4)]
+    other = LoadedModel(loaded.spec, ob, loaded.tokenizer, loaded.fim, 0.0, "tiny")
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000,
+                            feature: True})[0]
+    plain = Settings.from_dict({**s.to_wire(), feature: False})[0]
+    for text in PROMPTS:
+        runs = [Engine(x).complete(CompletionRequest(text, len(text), settings=s)) for x in (loaded, other)]
+        assert [d.token_ids for d in runs[0].drafts] == [d.token_ids for d in runs[1].drafts]
+        counters = [k for k in runs[1].timings if k.startswith(("spec_", "exit_"))]
+        assert counters  # the feature really ran on ONNX
+        if feature == "speculative":  # lossless: plain greedy's tokens
+            base = Engine(other).complete(CompletionRequest(text, len(text), settings=plain))
+            assert [d.token_ids for d in base.drafts] == [d.token_ids for d in runs[1].drafts]
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
@@ -161,7 +181,9 @@ def test_cuda_provider_matches_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend
         pytest.skip("onnxruntime-gpu with a CUDA GPU is not available")
     tiny, ob = tiny_pair
     model = tiny.backend.model  # type: ignore[attr-defined]
-    export(model, tmp_path / "gpu")
-    gb = OnnxBackend(tmp_path / "gpu", model.cfg, model.model.embed_tokens.weight.detach().numpy(), "cuda")
+    w = lambda p: p.detach().numpy()  # noqa: E731
+    export(model, tmp_path / "gpu", cuts=default_exit_layers(model.cfg.num_layers))
+    gb = OnnxBackend(tmp_path / "gpu", model.cfg, w(model.model.embed_tokens.weight), w(model.lm_head.weight),
+                     w(model.model.norm.weight), "cuda")
     assert gb.cuda
     _check_parity(ob, gb, tiny.tokenizer.encode(CODE), 1e-3)
