@@ -201,7 +201,8 @@ class DraftServer(LanguageServer):
         if key != self.load_key():  # the settings changed while loading; a new load is coming
             return
         self.engine, self.loaded_key, self.state = engine, key, "ready"
-        self.device = engine.backend.device.type  # where it really runs (cuda may have fallen back)
+        # Where it really runs (cuda may have fallen back to the CPU).
+        self.device = getattr(engine.backend, "runs_on", engine.backend.device.type)
         ms = (time.perf_counter() - t0) * 1000
         log.info("model %s ready on %s (%s, %.0f ms)", engine.loaded.spec.name, self.device, engine.loaded.source, ms)
         self._progress_end(token, f"{model} ready")

@@ -1,11 +1,11 @@
 """The ONNX Runtime backend: the exported graphs (models/onnx_export.py) behind the Backend interface.
 
-The KV cache lives here, in one buffer per layer for K [1, Hkv, Dh, C] (transposed) and
-for V [1, Hkv, C, Dh], with a fill length; the graph reads whole buffers (no copy: CPU tensors share numpy's memory)
-and a mask hides the unfilled part, so rolling back is setting the length. Capacity
-doubles when full. On CUDA (onnxruntime-gpu), the CUDAExecutionProvider runs the graphs;
-the buffers are still host memory, copied in each call (I/O binding, to keep them on the
-GPU, is not done yet).
+The KV cache lives here: per layer one buffer for K [1, Hkv, Dh, C] (transposed) and one
+for V [1, Hkv, C, Dh], and a fill length. The graphs read whole buffers (on the CPU, ONNX
+Runtime wraps numpy's memory without a copy) and a mask hides the unfilled part, so
+rolling back is setting the length. Capacity doubles when full. On CUDA
+(onnxruntime-gpu) the CUDAExecutionProvider runs the graphs, but the buffers are still
+host memory, copied in on each call: I/O binding, to keep them on the GPU, is not done.
 
 The layers run in the export's segments (cut at the exit layers), so early exit and
 self-speculation work as on torch where their layers are segment bounds; per-layer fill
@@ -51,6 +51,22 @@ def providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+_POOL: int | None = None
+
+
+def _global_threads(n: int) -> None:
+    """Size ONNX Runtime's process-wide thread pool, once (it is fixed when the first session
+    that uses it is created; later sizes are ignored with a log line)."""
+    global _POOL
+    if _POOL is None:
+        from onnxruntime.capi import _pybind_state
+
+        _pybind_state.set_global_thread_pool_sizes(n, 1)
+        _POOL = n
+    elif _POOL != n:
+        log.info("ONNX Runtime's thread pool has %d threads already; %d asked for", _POOL, n)
+
+
 class OnnxBackend:
     """Backend over an export folder (models/onnx_export.py); the embedding table is given, and
     exit heads (adapters by layer, a shortlist, thresholds) may be attached as on torch."""
@@ -72,9 +88,11 @@ class OnnxBackend:
         self.head_weight = np.asarray(head_weight, dtype=np.float32)  # [V, D] (the same array when tied)
         self.norm_weight = torch.from_numpy(np.asarray(norm_weight, np.float32))  # final norm, for draft logits
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or torch.get_num_threads()
-        so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # All sessions (one per segment) share one thread pool: with a pool each, the spinning
+        # threads of the last session steal the cores from the next (measured: 4x slower steps).
+        _global_threads(threads or torch.get_num_threads())
+        so.use_per_session_threads = False
         self.providers = providers(device)
         meta = json.loads((folder / "export.json").read_text())
         self.segments = [(int(a), int(b)) for a, b in meta["segments"]]
@@ -83,7 +101,8 @@ class OnnxBackend:
         self.kv = {(a, b): session(f"kv_{a}_{b}.onnx") for a, b in self.segments}
         self.head = session("head.onnx")
         self.cuda = self.providers[0] == "CUDAExecutionProvider"
-        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.runs_on = "cuda" if self.cuda else "cpu"  # where the graphs run
+        self.device = torch.device("cpu")  # where the tensors it returns live
         inv_freq, self.rope_scale = config.inv_freq()
         self.inv_freq = inv_freq.numpy().astype(np.float64)
         self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
