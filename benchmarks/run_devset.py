@@ -29,7 +29,7 @@ from decoding.engine import CompletionRequest, CompletionResult, Engine  # noqa:
 from decoding.prompt import prefix_window  # noqa: E402
 from decoding.sampling import Draft  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
-from lsp.batch import format_summary, load_cases, run_batch  # noqa: E402
+from lsp.batch import Case, format_summary, load_cases, run_batch  # noqa: E402
 from models.loading import LoadedModel, load_model, to_onnx  # noqa: E402
 
 START, END = "<!-- devset:start -->", "<!-- devset:end -->"
@@ -55,6 +55,18 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "onnx-int4": ("draftls greedy, 1 draft, ONNX Runtime int4", {"drafts": 1, "backend": "onnx", "quantize": "int4"}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
+
+
+def first_of_each_kind(cases: list[Case], limit: int | None) -> list[Case]:
+    """The first `limit` cases of each kind (all without a limit), those of one file next to
+    each other: what an editor session looks like to the KV cache."""
+    taken: dict[str, int] = {}
+    kept = []
+    for c in cases:
+        taken[c.kind] = taken.get(c.kind, 0) + 1
+        if not limit or taken[c.kind] <= limit:
+            kept.append(c)
+    return sorted(kept, key=lambda c: (c.file, c.line))
 
 
 def llamacpp_completer(
@@ -151,16 +163,7 @@ def main() -> None:
         print(f"{len(errors)} bad cases skipped: {errors[:3]}", file=sys.stderr)
     kinds = {k.strip() for k in args.kinds.split(",")}
     cases = [c for c in cases if c.kind in kinds]
-    if args.limit:
-        taken: dict[str, int] = {}
-        kept = []
-        for c in cases:
-            taken[c.kind] = taken.get(c.kind, 0) + 1
-            if taken[c.kind] <= args.limit:
-                kept.append(c)
-        cases = kept
-    # Cases of one file next to each other: what an editor session looks like to the KV cache.
-    cases.sort(key=lambda c: (c.file, c.line))
+    cases = first_of_each_kind(cases, args.limit)
     loaded = load_model(args.model)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
     rows: list[str] = []

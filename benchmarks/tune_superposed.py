@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_core import machine  # noqa: E402
+from benchmarks.run_devset import first_of_each_kind  # noqa: E402
 from decoding.engine import Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
 from lsp.batch import load_cases, run_batch  # noqa: E402
@@ -38,13 +39,7 @@ def main() -> None:
     p.add_argument("--temperatures", default="0.06,0.3,1")
     args = p.parse_args()
     cases, _ = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
-    taken: dict[str, int] = {}
-    kept = []
-    for c in cases:
-        taken[c.kind] = taken.get(c.kind, 0) + 1
-        if taken[c.kind] <= args.limit:
-            kept.append(c)
-    kept.sort(key=lambda c: (c.file, c.line))
+    kept = first_of_each_kind(cases, args.limit)
     engine = Engine(load_model())
     engine.ngram_table(wait=True)
     settings = Settings.from_dict({"drafts": 3, "decoder": "superposed"})[0]
