@@ -76,7 +76,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(json.dumps({"drafts": drafts, "timings": timings}, indent=2, ensure_ascii=False))
         return 0
     line_start = text.rfind("\n", 0, offset) + 1
-    backend = loaded.backend.name + (f" {settings.quantize}" if loaded.backend.name == "onnx" else "")
+    quant = {"none": "float32"}.get(settings.quantize, settings.quantize)
+    backend = loaded.backend.name + (f" {quant}" if loaded.backend.name == "onnx" else "")
     print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source}), backend {backend}")
     print(f"  cursor: {text[line_start:offset]!r}|")
     if not result.drafts:
@@ -144,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from models.loading import cache_root, load_model, model_key
+    from models.loading import cache_root, load_model, model_key, onnx_cuts
     from models.onnx_backend import available
     from models.onnx_export import export, export_dir
 
@@ -154,7 +155,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), args.quantize)
     t0 = time.perf_counter()
-    export(loaded.backend.model, out, args.quantize, progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
+    export(loaded.backend.model, out, args.quantize, onnx_cuts(loaded),  # type: ignore[attr-defined]
+           progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
     print(f"draftls: exported in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(out)
     return 0

@@ -213,7 +213,7 @@ def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype 
 
 def model_key(loaded: LoadedModel) -> str:
     """A name for a model's weights, for caches derived from them (changes when the files do)."""
-    h = hashlib.sha256(f"{loaded.spec.name}|{loaded.source}".encode())
+    h = hashlib.sha256(loaded.spec.name.encode())
     d = loaded.info.get("dir")
     if d:
         for f in sorted(Path(str(d)).glob("*")):
@@ -222,6 +222,14 @@ def model_key(loaded: LoadedModel) -> str:
                 h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in loaded.spec.name)[-48:]
     return f"{safe}-{h.hexdigest()[:12]}"
+
+
+def onnx_cuts(loaded: LoadedModel) -> list[int]:
+    """Where an ONNX export cuts the layers into segments: at the exit heads' layers (without
+    heads, where self-speculation then drafts)."""
+    backend = loaded.backend
+    assert isinstance(backend, TorchBackend)
+    return sorted(backend.exit_heads) or default_exit_layers(backend.config.num_layers)
 
 
 def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
@@ -235,8 +243,7 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
     assert isinstance(loaded.backend, TorchBackend)
     model = loaded.backend.model
     torch_backend = loaded.backend
-    # Segments cut at the exit heads' layers (without heads: where speculation then drafts).
-    cuts = sorted(torch_backend.exit_heads) or default_exit_layers(model.cfg.num_layers)
+    cuts = onnx_cuts(loaded)
     d = export_dir(cache_root(), model_key(loaded), quantize)
     if not is_complete(d, cuts, model.cfg.num_layers):
         progress(f"exporting {loaded.spec.name} to ONNX ({quantize})")

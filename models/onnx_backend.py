@@ -89,6 +89,7 @@ class OnnxBackend:
         self.norm_weight = torch.from_numpy(np.asarray(norm_weight, np.float32))  # final norm, for draft logits
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only: its optimizer's notes are not the user's business
         # All sessions (one per segment) share one thread pool: with a pool each, the spinning
         # threads of the last session steal the cores from the next (measured: 4x slower steps).
         _global_threads(threads or torch.get_num_threads())

@@ -42,7 +42,7 @@ from models.llama import LlamaModel
 log = logging.getLogger(__name__)
 
 OPSET = 17
-FORMAT = 2  # bump when the graphs change
+FORMAT = 3  # bump when the graphs change
 QUANTIZE = ("none", "int8", "int4")
 
 
@@ -107,13 +107,13 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
                    helper.make_tensor_value_info("mask_new", f, ["T", "T"])]
     outputs = []
     shape = lambda name, dims: g.const(name, np.array(dims, np.int64))  # noqa: E731
-    q_shape = shape("q_shape", [1, -1, h, dh])
     kv_shape = shape("kv_shape", [1, -1, kv, dh])
-    grouped = shape("grouped", [1, kv, -1, dh])  # [1, H, T, Dh] -> [1, Hkv, g*T, Dh] (heads are grouped)
-    heads = shape("heads", [1, h, -1, dh])
-    flat = shape("flat", [1, -1, h * dh])
     scale = 1.0 / math.sqrt(dh)
     if not kv_only:
+        q_shape = shape("q_shape", [1, -1, h, dh])
+        grouped = shape("grouped", [1, kv, -1, dh])  # [1, H, T, Dh] -> [1, Hkv, g*T, Dh] (heads are grouped)
+        heads = shape("heads", [1, h, -1, dh])
+        flat = shape("flat", [1, -1, h * dh])
         # Row j*T + t of a group's scores is query t: the masks repeat g times down (once for all layers).
         reps = shape("reps", [group, 1])
         mask_past = g.op("Tile", ["mask_past", reps])  # [g*T, C]

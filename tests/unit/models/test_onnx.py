@@ -187,3 +187,18 @@ def test_cuda_provider_matches_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend
                      w(model.model.norm.weight), "cuda")
     assert gb.cuda
     _check_parity(ob, gb, tiny.tokenizer.encode(CODE), 1e-3)
+
+
+def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`draftls export-onnx` ahead of time: the first use of backend onnx finds it and exports nothing."""
+    from lsp.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert main(["export-onnx", "--model", "tiny"]) == 0
+    folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert folder.is_relative_to(tmp_path) and (folder / "head.onnx").is_file()
+    stamp = (folder / "export.json").stat().st_mtime_ns
+    loaded = load_model("tiny", backend="onnx")
+    assert Path(str(loaded.info["onnx_dir"])) == folder
+    assert (folder / "export.json").stat().st_mtime_ns == stamp
