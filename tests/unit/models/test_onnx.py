@@ -140,9 +140,17 @@ def test_quantized_exports_stay_close(tiny: LoadedModel, tmp_path: Path, quantiz
     assert ops["quantize"] == quantize
 
 
+def _private_exports(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Exports go under root (the model cache itself stays the user's: no second dequantization)."""
+    from models import onnx_export
+
+    real = onnx_export.export_dir
+    monkeypatch.setattr(onnx_export, "export_dir", lambda _root, key, q: real(root, key, q))
+
+
 def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _private_exports(monkeypatch, tmp_path)
     first = load_model("tiny", backend="onnx")
     assert first.backend.name == "onnx"
     folder = Path(str(first.info["onnx_dir"]))
@@ -194,7 +202,7 @@ def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monk
     """`draftls export-onnx` ahead of time: the first use of backend onnx finds it and exports nothing."""
     from lsp.cli import main
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    _private_exports(monkeypatch, tmp_path)
     assert main(["export-onnx", "--model", "tiny"]) == 0
     folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert folder.is_relative_to(tmp_path) and (folder / "head.onnx").is_file()
