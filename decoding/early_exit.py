@@ -40,10 +40,6 @@ class ExitConfig:
 
 def exit_config(backend: Backend) -> ExitConfig | None:
     """The thresholds stored with the backend's exit heads; None (with a log line) without."""
-    if not getattr(backend, "layered", True):
-        log.info("early exit needs per-layer access, which the %s backend lacks: it is off",
-                 getattr(backend, "name", "this"))
-        return None
     thresholds = getattr(backend, "exit_thresholds", {}) or {}
     n = backend.config.num_layers
     usable = {int(l): float(t) for l, t in thresholds.items() if 0 < int(l) < n and 0 < float(t) <= 1}

@@ -345,10 +345,6 @@ def default_config(backend: Backend) -> SpecConfig | None:
     a one-layer model."""
     cfg = backend.config
     n = cfg.num_layers
-    if not getattr(backend, "layered", True):
-        log.info("self-speculation needs per-layer access, which the %s backend lacks: it is off",
-                 getattr(backend, "name", "this"))
-        return None
     if n < 2:
         return None
     heads = getattr(backend, "exit_heads", {})

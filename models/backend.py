@@ -24,7 +24,6 @@ class Backend(Protocol):
     config: ModelConfig
     device: torch.device
     name: str
-    layered: bool  # per-layer access (run_layers, exit_logits, fill_kv) for early exit and speculation
 
     @property
     def length(self) -> int: ...
@@ -48,7 +47,6 @@ class TorchBackend:
     """Eager torch backend over our own `LlamaModel` and `KVCache`."""
 
     name = "torch"
-    layered = True  # run_layers, exit_logits and fill_kv work (early exit, self-speculation)
 
     def __init__(self, model: LlamaModel, device: torch.device | str = "cpu"):
         self.device = torch.device(device)

@@ -72,7 +72,6 @@ class OnnxBackend:
     exit heads (adapters by layer, a shortlist, thresholds) may be attached as on torch."""
 
     name = "onnx"
-    layered = True  # run_layers at the export's segment bounds, exit heads, state copying
 
     def __init__(self, folder: Path, config: ModelConfig, embed_weight: np.ndarray, head_weight: np.ndarray,
                  norm_weight: np.ndarray, device: str = "cpu", threads: int | None = None):
