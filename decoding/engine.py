@@ -200,25 +200,25 @@ class Engine:
         # Speculation is lossless and early exit is not: with both on, speculation wins.
         exiting = s.early_exit and not speculate and self.exit_cfg is not None
         uncertain = s.uncertain_threshold if s.stop_on_uncertain else 0.0
-        together = (s.drafts > 1 and s.batch_drafts and not speculate and not exiting
+        superposed = s.decoder == "superposed" and not speculate and not exiting
+        together = (not superposed and s.drafts > 1 and s.batch_drafts and not speculate and not exiting
                     and self.backend.config.sliding_window is None)
-        if s.decoder == "superposed" and not speculate and not exiting:
-            start = Drafting(self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos,
-                             uncertain=uncertain)
-            drafts = decode_superposed(self.backend, logits, start, s.drafts, first, self.ngram_mix(req, prompt.ids),
-                                       prompt.ids, self.superposed_cfg)
-            together = True  # no sequential drafts
-        elif together:
-            def row(i: int) -> Drafting:
-                return Drafting(self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos,
-                                s.temperature if sampled else 0.0, s.top_p,
-                                torch.Generator().manual_seed(s.seed + i) if sampled else None,
-                                0 if sampled else i, uncertain)
 
+        def row(i: int) -> Drafting:
+            """Draft i: greedy drafts branch at the i-th best first token; sampled ones are seeded draws."""
+            return Drafting(self.vocab, [m.fork() for m in monitors], rules, prompt.heal.encode(), eos,
+                            s.temperature if sampled else 0.0, s.top_p,
+                            torch.Generator().manual_seed(s.seed + i) if sampled else None,
+                            0 if sampled else i, uncertain)
+
+        if superposed:
+            drafts = decode_superposed(self.backend, logits, row(0), s.drafts, first, self.ngram_mix(req, prompt.ids),
+                                       prompt.ids, self.superposed_cfg)
+        elif together:
             drafts = decode_together(self.backend, logits, [row(i) for i in range(s.drafts)], first, row, s.drafts)
         # One after another: a draft that is blank or a copy of another is replaced by the next
         # branch (at most `drafts` times), as when decoded together.
-        rows, spare, i = (0, 0, 0) if together else (s.drafts, s.drafts if s.drafts > 1 else 0, 0)
+        rows, spare, i = (0, 0, 0) if superposed or together else (s.drafts, s.drafts if s.drafts > 1 else 0, 0)
         while i < rows:
             budget = first if i == 0 else rest
             if cancelled() or (i > 0 and time.perf_counter() > deadline):
@@ -280,12 +280,8 @@ class Engine:
         (a few seconds, then cached on disk) and requests draft without it until it is ready."""
         if self._ngrams is None:
             cache = default_cache_dir()
-            tok = self.tok.hf
-            encode = lambda texts: [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
-            pool = ThreadPoolExecutor(1, thread_name_prefix="draftls-ngram")
-            self._ngrams = pool.submit(stdlib_table, encode, self.backend.config.vocab_size, tok.to_str(),
-                                       cache.parent if cache is not None else None)
-            pool.shutdown(wait=False)
+            self._ngrams = self._pool.submit(stdlib_table, self._encode, self.backend.config.vocab_size,
+                                             self.tok.hf.to_str(), cache.parent if cache is not None else None)
         if not wait and not self._ngrams.done():
             return None
         try:

@@ -91,6 +91,16 @@ class NgramTable:
         o = self.orders[n]
         return o.nxt[lo:hi], o.cnt[lo:hi]
 
+    def counts(self, n: int, context: Sequence[int], candidates: np.ndarray) -> tuple[np.ndarray, float]:
+        """How often each candidate [C] followed the context's last n-1 tokens, and how often anything did."""
+        nxt, cnt = self.run(n, context)
+        if not len(nxt):
+            return np.zeros(len(candidates)), 0.0
+        order = np.argsort(nxt)
+        at = np.minimum(np.searchsorted(nxt, candidates, sorter=order), len(nxt) - 1)
+        hit = nxt[order[at]] == candidates
+        return np.where(hit, cnt[order[at]], 0).astype(np.float64), float(cnt.sum())
+
     def _run(self, n: int, context: Sequence[int]) -> tuple[int, int]:
         """The [start, stop) entries of order n for the last n-1 tokens of context."""
         o, k = self.orders[n], np.uint64(context_key(context[len(context) - (n - 1) :]))
@@ -160,17 +170,6 @@ def stdlib_table(encode_batch: Callable[[list[str]], list[list[int]]], vocab_siz
 MIX_WEIGHTS = {2: 0.01, 3: 0.04, 4: 0.15, 5: 0.18, 6: 0.12}
 
 
-def counts(table: NgramTable, n: int, context: Sequence[int], candidates: np.ndarray) -> tuple[np.ndarray, float]:
-    """How often each candidate [C] followed the context's last n-1 tokens, and how often anything did."""
-    nxt, cnt = table.run(n, context)
-    if not len(nxt):
-        return np.zeros(len(candidates)), 0.0
-    order = np.argsort(nxt)
-    at = np.minimum(np.searchsorted(nxt, candidates, sorter=order), len(nxt) - 1)
-    hit = nxt[order[at]] == candidates
-    return np.where(hit, cnt[order[at]], 0).astype(np.float64), float(cnt.sum())
-
-
 @dataclass
 class Without:
     """A table's counts minus another's: the workspace without the saved copy of the open file
@@ -180,8 +179,8 @@ class Without:
     minus: NgramTable
 
     def counts(self, n: int, context: Sequence[int], candidates: np.ndarray) -> tuple[np.ndarray, float]:
-        num, tot = counts(self.table, n, context, candidates)
-        num2, tot2 = counts(self.minus, n, context, candidates)
+        num, tot = self.table.counts(n, context, candidates)
+        num2, tot2 = self.minus.counts(n, context, candidates)
         return np.clip(num - num2, 0, None), max(tot - tot2, 0.0)
 
 
@@ -204,8 +203,7 @@ class NgramMix:
             mixed = np.zeros(len(candidates), dtype=np.float64)
             known = 0.0
             for source, weight in self.sources:
-                num, tot = (source.counts(n, context, candidates) if isinstance(source, Without)
-                            else counts(source, n, context, candidates))
+                num, tot = source.counts(n, context, candidates)
                 if tot > 0:
                     mixed += weight * num / tot
                     known += weight

@@ -220,20 +220,19 @@ class DraftServer(LanguageServer):
         return token
 
     def _progress_report(self, token: str | None, message: str) -> None:
-        if token is None:
-            return
-        try:
-            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
-        except Exception:
-            log.exception("progress report failed")
+        self._progress(token, self.work_done_progress.report, types.WorkDoneProgressReport(message=message))
 
     def _progress_end(self, token: str | None, message: str) -> None:
+        self._progress(token, self.work_done_progress.end, types.WorkDoneProgressEnd(message=message))
+
+    def _progress(self, token: str | None, send: Callable[[str, Any], None], value: Any) -> None:
+        """Send one progress notification; a client that fails it costs a log line, never the load."""
         if token is None:
             return
         try:
-            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            send(token, value)
         except Exception:
-            log.exception("progress end failed")
+            log.exception("progress notification failed")
 
     # -- completion -------------------------------------------------------------
 
