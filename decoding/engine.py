@@ -22,7 +22,7 @@ from decoding.speculative import Speculator, default_config
 from decoding.superposed import SuperposedConfig, decode_superposed
 from decoding.stopping import StopRules, resolve_mode
 from models.loading import LoadedModel
-from monitors.analysis import Analysis, WaitBudget
+from monitors.analysis import CACHE_SIZE, PROJECTS, Analysis, WaitBudget
 from monitors.base import Monitor
 from monitors.calls import CallMonitor
 from monitors.healing import HealingMonitor
@@ -260,6 +260,8 @@ class Engine:
             "reused_tokens": reused,
             "prefilled_tokens": len(prompt.ids) - reused,
             "generated_tokens": n_tokens,
+            # Stopped by the cancel flag (the request went stale); else it ran to its end.
+            "cancelled": float(any(d.stop_reason == "cancelled" for d in drafts) or cancelled()),
             "ms_per_token": decode_ms / n_tokens if n_tokens else 0.0,
         }
         # The steppers' counters (spec_*, exit_*), summed over the drafts.
@@ -274,6 +276,18 @@ class Engine:
             timings |= {"monitor_ms": mstats.ms, "monitor_triggers": mstats.triggers,
                         "monitor_constrained": mstats.constrained, "monitor_stepped_aside": mstats.stepped_aside}
         return CompletionResult(ranked, timings)
+
+    def sizes(self, s: Settings) -> dict[str, list[int]]:
+        """[current, limit] of everything the engine keeps between requests, under settings `s`
+        (the load test checks them)."""
+        cap = getattr(getattr(self.backend, "cache", None), "capacity", self.backend.length)
+        # The cache holds one prompt (the prefix window, the FIM suffix's quarter of it and the
+        # template) and the drafts after it (plus a speculation's guesses); it grows by doubling.
+        most = s.context_tokens * 5 // 4 + s.drafts * s.max_new_tokens + 64
+        return {"kvTokens": [self.backend.length, most], "kvCapacity": [cap, 2 * most],
+                "analysisCache": [self.analysis.cache_size, CACHE_SIZE],
+                "analysisProjects": [self.analysis.project_count, PROJECTS],
+                "workspaceTables": [len(self._workspace), WORKSPACES], "savedTables": [len(self._saved), SAVED_FILES]}
 
     def ngram_table(self, wait: bool = False) -> NgramTable | None:
         """The standard-library n-gram table; the first call starts building it in the background

@@ -16,6 +16,13 @@ def _units(ch: str, encoding: Encoding) -> int:
     return len(ch.encode("utf-8", errors="surrogatepass"))
 
 
+def encoding_of(kind: object) -> Encoding:
+    """The Encoding named by a negotiated position encoding (a PositionEncodingKind or a
+    plain string); UTF-16, LSP's default, for anything else."""
+    name = str(getattr(kind, "value", kind) or "utf-16").lower()
+    return name if name in ("utf-8", "utf-16", "utf-32") else "utf-16"  # type: ignore[return-value]
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 

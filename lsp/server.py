@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import json
 import logging
+import os
 import statistics
 import threading
 import time
@@ -21,13 +24,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lsprotocol import types
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidRequest, JsonRpcParseError
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from decoding.engine import CompletionRequest, CompletionResult, Engine
 from decoding.settings import Settings
-from lsp.positions import Encoding, to_offset, to_position
+from lsp.documents import LspWorkspace
+from lsp.positions import Encoding, encoding_of, to_offset, to_position
 
 log = logging.getLogger("draftls.server")
 
@@ -46,6 +50,7 @@ class Stats:
     """What `draftls.status` reports about the requests served so far."""
 
     requests: int = 0  # completion requests answered with the model ready
+    stale_decoded: int = 0  # superseded or cancelled requests whose decoding still ran to its end
     answered: int = 0  # of those, answered with at least one draft
     cancelled: int = 0
     errors: int = 0
@@ -67,20 +72,45 @@ def word_start(text: str, offset: int) -> int:
 
 
 class DraftProtocol(LanguageServerProtocol):
-    """pygls' protocol, except that a request whose params do not parse gets an error response.
+    """pygls' protocol, except that every request gets an answer, as JSON-RPC asks.
 
-    (pygls logs such a message and drops it, which leaves the client waiting forever.)
+    pygls logs and drops a request whose params do not parse, a message that is not a JSON
+    object, and any request after `shutdown`, which leaves the client waiting forever.
     """
 
     def structure_message(self, data: dict[str, Any]) -> Any:
+        if "jsonrpc" in data and "id" in data and not {"result", "error"} & data.keys():
+            if not isinstance(data.get("method"), str):  # neither a request nor a response
+                self.answer_error(data["id"], JsonRpcInvalidRequest(), "a request needs a string 'method'")
+                raise JsonRpcInvalidRequest()
         try:
             return super().structure_message(data)
         except JsonRpcException as exc:
             if "id" in data and "method" in data and "result" not in data and "error" not in data:
-                err = exc.to_response_error()
-                err.message = f"{err.message}: malformed {data.get('method')!r} request"
-                self._send_response(data["id"], error=err)
+                self.answer_error(data["id"], exc, f"malformed {data.get('method')!r} request")
             raise
+
+    def handle_message(self, message: Any) -> None:
+        if isinstance(message, (dict, list, str, int, float, bool)) or message is None:
+            # JSON, but not a JSON-RPC 2.0 message (LSP has no batches): "Invalid Request".
+            msg_id = message.get("id") if isinstance(message, dict) else None
+            self.answer_error(msg_id, JsonRpcInvalidRequest(), f"not a JSON-RPC 2.0 message: {type(message).__name__}")
+            return
+        if self._shutdown and getattr(message, "method", "") != types.EXIT and hasattr(message, "method"):
+            if hasattr(message, "id"):  # a request after shutdown: refused, but answered
+                self.answer_error(message.id, JsonRpcInvalidRequest(), "the server is shutting down")
+            return
+        super().handle_message(message)
+
+    def answer_error(self, msg_id: Any, exc: JsonRpcException, why: str) -> None:
+        if msg_id is not None and not isinstance(msg_id, (int, str)):
+            msg_id = None  # an id of the wrong type cannot be echoed back
+        err = exc.to_response_error()
+        err.message = f"{err.message}: {why}"
+        if msg_id is None:  # pygls would leave out the id, which JSON-RPC wants as null here
+            self._send_data({"jsonrpc": "2.0", "id": None, "error": {"code": err.code, "message": err.message}})
+        else:
+            self._send_response(msg_id, error=err)
 
 
 class DraftServer(LanguageServer):
@@ -101,8 +131,21 @@ class DraftServer(LanguageServer):
         self.pending: dict[str, threading.Event] = {}  # uri -> cancel flag of its running request
         self.load_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.exit_code = 0  # of the process; a client that just goes away is no error
 
     # -- messages -------------------------------------------------------------
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls' hook for what its reading loop could not handle: a body that is not JSON gets
+        "Parse error" with a null id (JSON-RPC); the rest was answered where it was found."""
+        if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError)):
+            log.warning("a message that is not JSON: %s", error)
+            try:
+                self.protocol.answer_error(None, JsonRpcParseError(), str(error))  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("cannot answer a parse error")
+        else:
+            log.info("message not handled: %r", error)
 
     def log_to_client(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         """window/logMessage, from any thread; never raises."""
@@ -263,7 +306,10 @@ class DraftServer(LanguageServer):
         def run() -> CompletionResult | None:
             if flag.is_set():  # superseded while queued
                 return None
-            return engine.complete(req, flag.is_set)
+            result = engine.complete(req, flag.is_set)
+            if flag.is_set() and not result.timings.get("cancelled"):
+                self.stats.stale_decoded += 1  # stale before it ended, yet it ran to its end
+            return result
 
         job = asyncio.get_running_loop().run_in_executor(self.worker, run)
         try:
@@ -290,12 +336,18 @@ class DraftServer(LanguageServer):
         if not job.cancelled() and job.exception() is None and (r := job.result()) is not None:
             self.stats.last_cancelled = r.timings
 
+    def _workspace_ready(self) -> bool:
+        try:
+            self.workspace
+        except RuntimeError:
+            return False
+        return True
+
     def encoding(self) -> Encoding:
         try:
-            enc = str(self.workspace.position_encoding or "utf-16")
+            return encoding_of(self.workspace.position_encoding)
         except RuntimeError:  # not initialized yet
             return "utf-16"
-        return enc if enc in ("utf-8", "utf-16", "utf-32") else "utf-16"  # type: ignore[return-value]
 
     def drafts_for(self, text: str, offset: int, result: CompletionResult) -> tuple[types.Range, list[str]]:
         """The range to replace (the typed part of the word) and each draft's full insert text."""
@@ -309,6 +361,15 @@ class DraftServer(LanguageServer):
                 inserts.append(typed + d.text)
         self.stats.shown += len(inserts)
         return rng, inserts
+
+    def document_view(self, uri: str) -> dict[str, Any] | None:
+        """The server's copy of an open document: version, length (UTF-16 units) and SHA-256 of its text."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            return None
+        data = doc.source.encode("utf-16-le", "surrogatepass")
+        return {"version": doc.version, "length": len(data) // 2,
+                "sha256": hashlib.sha256(doc.source.encode("utf-8", "surrogatepass")).hexdigest()}
 
     def status(self) -> dict[str, Any]:
         """What `draftls.status` returns."""
@@ -325,6 +386,8 @@ class DraftServer(LanguageServer):
             "requests": self.stats.requests,
             "answered": self.stats.answered,
             "cancelled": self.stats.cancelled,
+            "staleDecoded": self.stats.stale_decoded,
+            "openDocuments": len(self.workspace.text_documents) if self._workspace_ready() else 0,
             "errors": self.stats.errors,
             "shown": self.stats.shown,
             "accepted": self.stats.accepted,
@@ -335,6 +398,7 @@ class DraftServer(LanguageServer):
             },
             "last": self.stats.last,
             "analysis": engine.analysis.stats.as_dict() if engine else None,
+            "sizes": engine.sizes(self.settings) if engine else None,  # [current, limit] of each cache
             "lastCancelled": self.stats.last_cancelled,
         }
 
@@ -409,7 +473,10 @@ def create_server(base: Settings | None = None) -> DraftServer:
             ls.loop = asyncio.get_running_loop()
         except RuntimeError:
             ls.loop = None
+        ls.protocol._workspace = LspWorkspace.like(ls.workspace)
         ls.apply_settings(params.initialization_options, "initializationOptions")
+        if isinstance(params.process_id, int) and params.process_id > 0:
+            watch_client(params.process_id)
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: DraftServer, params: types.InitializedParams) -> None:
@@ -482,12 +549,18 @@ def create_server(base: Settings | None = None) -> DraftServer:
 
     @server.command(STATUS_COMMAND)
     def status(ls: DraftServer, *args: Any) -> dict[str, Any]:
-        return ls.status()
+        # `{"uri": ...}` as argument adds the server's view of that document (tests compare it).
+        uri = args[0].get("uri") if args and isinstance(args[0], dict) else None
+        return ls.status() | ({"document": ls.document_view(uri)} if isinstance(uri, str) else {})
 
     @server.command(ACCEPTED_COMMAND)
     def accepted(ls: DraftServer, *args: Any) -> None:
         ls.stats.accepted += 1
         log.debug("accepted %s", args)
+
+    @server.feature(types.EXIT)
+    def exit_(ls: DraftServer, *args: Any) -> None:
+        ls.exit_code = 0 if ls.protocol._shutdown else 1  # LSP: `exit` without `shutdown` is an error
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: DraftServer, *args: Any) -> None:
@@ -496,6 +569,26 @@ def create_server(base: Settings | None = None) -> DraftServer:
         ls.worker.shutdown(wait=False, cancel_futures=True)
 
     return server
+
+
+def watch_client(pid: int, every_s: float = 2.0) -> threading.Thread:
+    """Exit when the client process is gone (LSP `processId`): an editor that crashed never
+    closes our stdin, and an orphaned server would hold its memory forever."""
+    def run() -> None:
+        while True:
+            time.sleep(every_s)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                log.warning("the client (pid %d) is gone; exiting", pid)
+                logging.shutdown()
+                os._exit(0)
+            except PermissionError:  # alive, run by another user
+                pass
+
+    thread = threading.Thread(target=run, name="draftls-client-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _accepted(uri: str, index: int, text: str) -> types.Command:
@@ -523,3 +616,8 @@ def serve(base: Settings, tcp: int | None = None, host: str = "127.0.0.1") -> No
     out = sys.stdout.buffer
     sys.stdout = sys.stderr
     server.start_io(sys.stdin.buffer, out)
+    # The client closed our stdin (or sent `exit`). Worker threads may still be decoding or
+    # waiting on a hung jedi query; they must not keep the process alive.
+    log.info("the client closed the connection; exiting")
+    logging.shutdown()
+    os._exit(server.exit_code)

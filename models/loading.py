@@ -27,6 +27,8 @@ from models.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+MODEL_ENTRIES = 3  # dequantized GGUF models kept in the cache (about 0.5 GB each for the default)
+ONNX_ENTRIES = 4  # ONNX exports kept (a model, quantization and ONNX Runtime version each)
 """Bump when the layout of a cached model directory changes."""
 
 
@@ -49,7 +51,7 @@ class LoadedModel:
     info: dict[str, object] = field(default_factory=dict)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -58,18 +60,40 @@ def _sha256(path: Path) -> str:
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
-    st = gguf.stat()
-    key = hashlib.sha256(f"{CACHE_FORMAT}:{gguf.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    """The cache entry of a GGUF file, keyed by its content: the same model installed in two
+    environments (or reinstalled) shares one entry instead of adding another 0.5 GB."""
+    key = hashlib.sha256(f"{CACHE_FORMAT}:{sha256_file(gguf)}".encode()).hexdigest()
     return cache_root() / "models" / f"{gguf.stem}-{key[:16]}"
 
 
 def _cache_valid(d: Path) -> bool:
-    """A cached directory is complete when its manifest exists and matches the weights' size."""
+    """A cached directory is good when its manifest exists and the weights' size and SHA-256
+    match it (a corrupt or half-written file is detected here and rebuilt; ~0.3 s for 0.5 GB)."""
     try:
         manifest = json.loads((d / "manifest.json").read_text())
-        return (d / "model.safetensors").stat().st_size == manifest["size"]
-    except (OSError, ValueError, KeyError):
+        weights = d / "model.safetensors"
+        if weights.stat().st_size != manifest["size"]:
+            return False
+        if sha256_file(weights) != manifest["sha256"]:
+            log.warning("the cached weights in %s fail their checksum; rebuilding them", d)
+            return False
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
         return False
+
+
+def prune(folder: Path, keep: int, current: Path) -> None:
+    """Remove all but the `keep` most recently used entries of a cache folder (`current` is
+    marked used now and always kept): caches on disk have a limit too."""
+    try:
+        os.utime(current)
+        entries = sorted((p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in [p for p in entries if p != current][max(0, keep - 1):]:
+        log.info("removing the cache entry %s (more than %d kept)", old, keep)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def dequantize_gguf(gguf: Path, out: Path) -> None:
@@ -91,7 +115,7 @@ def dequantize_gguf(gguf: Path, out: Path) -> None:
         save_file(state, str(tmp / "model.safetensors"))
         size = (tmp / "model.safetensors").stat().st_size
         (tmp / "manifest.json").write_text(
-            json.dumps({"source": str(gguf), "size": size, "sha256": _sha256(tmp / "model.safetensors")})
+            json.dumps({"source": str(gguf), "size": size, "sha256": sha256_file(tmp / "model.safetensors")})
         )
         if out.exists():
             shutil.rmtree(out)
@@ -104,9 +128,11 @@ def ensure_gguf_cache(gguf: Path) -> tuple[Path, bool]:
     """HF-style directory for a GGUF file, dequantizing on first use; (dir, was_cached)."""
     d = _gguf_cache_dir(gguf)
     if _cache_valid(d):
+        prune(d.parent, MODEL_ENTRIES, d)
         return d, True
     d.parent.mkdir(parents=True, exist_ok=True)
     dequantize_gguf(gguf, d)
+    prune(d.parent, MODEL_ENTRIES, d)
     return d, False
 
 
@@ -248,6 +274,7 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
     if not is_complete(d, cuts, model.cfg.num_layers):
         progress(f"exporting {loaded.spec.name} to ONNX ({quantize})")
         export(model, d, quantize, cuts, progress)
+    prune(d.parent, ONNX_ENTRIES, d)
     weight = lambda p: p.detach().float().numpy()  # noqa: E731
     backend = OnnxBackend(d, model.cfg, weight(model.model.embed_tokens.weight), weight(model.lm_head.weight),
                           weight(model.model.norm.weight), device)

@@ -243,8 +243,11 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
         (tmp / f"{name}.f32.onnx.data").unlink()
     import onnxruntime
 
+    from models.loading import sha256_file
+
     meta = {"format": FORMAT, "quantize": quantize, "onnxruntime": onnxruntime.__version__,
-            "segments": segs, "seconds": round(time.perf_counter() - t0, 1)}
+            "segments": segs, "seconds": round(time.perf_counter() - t0, 1),
+            "sha256": {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}}
     (tmp / "export.json").write_text(json.dumps(meta))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
@@ -261,11 +264,22 @@ def export_dir(root: Path, model_key: str, quantize: str) -> Path:
 
 def is_complete(d: Path, cuts: list[int] | None, n_layers: int) -> bool:
     """True when d holds a finished export of this format with the segments these cuts give."""
+    from models.loading import sha256_file
     try:
         meta = json.loads((d / "export.json").read_text())
     except (OSError, ValueError):
         return False
     segs = segments(cuts or [], n_layers)
-    return (meta.get("format") == FORMAT and [tuple(x) for x in meta.get("segments", [])] == segs
+    if not (meta.get("format") == FORMAT and [tuple(x) for x in meta.get("segments", [])] == segs
             and all((d / f"{k}_{a}_{b}.onnx").is_file() for a, b in segs for k in ("layers", "kv"))
-            and (d / "head.onnx").is_file())
+            and (d / "head.onnx").is_file()):
+        return False
+    # Every file against its checksum: a corrupt graph or weights file is exported again.
+    sums = meta.get("sha256")
+    for name, digest in (sums.items() if isinstance(sums, dict) else [("", "")]):
+        f = d / name
+        if not name or not f.is_file() or sha256_file(f) != digest:
+            log.warning("the ONNX export in %s fails its checksum (%s); exporting it again", d, name or "none")
+            return False
+    return True
+

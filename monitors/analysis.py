@@ -20,12 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from monitors.vocab import cache_base
+
 log = logging.getLogger(__name__)
 
 Result = Any  # frozenset[str] for names, tuple[Signature, ...] for signatures
 
 DEFAULT_TIMEOUT_S = 2.5
-CACHE_SIZE = 512
+CACHE_SIZE = 512  # answers kept (names or signatures; keyed by digests of the code around the point)
+HUNG_S = 30.0  # a query running longer than this has hung jedi: later ones get a fresh thread
+MAX_INFLIGHT = 32  # queries queued or running at once; past it, monitors step aside
+PROJECTS = 8  # jedi projects kept, one per workspace (or folder of a file outside any)
 
 
 @dataclass
@@ -37,13 +42,15 @@ class AnalysisStats:
     timeouts: int = 0
     errors: int = 0
     empty: int = 0  # jedi found nothing: the monitor stepped aside
+    hung: int = 0  # times a stuck jedi thread was left behind for a fresh one
+    busy: int = 0  # queries refused because MAX_INFLIGHT were waiting
     dynamic: int = 0  # the object has __getattr__: any name may be valid, so no constraint
     query_ms: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {"queries": self.queries, "cache_hits": self.cache_hits, "timeouts": self.timeouts,
-                "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic,
+                "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic, "hung": self.hung, "busy": self.busy,
                 "query_ms": round(self.query_ms, 1)}
 
 
@@ -90,6 +97,15 @@ class Analysis:
         self._lock = threading.Lock()
         # One thread: jedi and parso keep global caches that are not safe to share.
         self._jedi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draftls-jedi")
+        self._running_since: float | None = None  # when the jedi thread's current query started
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    @property
+    def project_count(self) -> int:
+        return len(self._projects)
 
     @staticmethod
     def _key(kind: str, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[str, ...]:
@@ -110,12 +126,34 @@ class Analysis:
             job = self._inflight.get(key)
             if job is not None:
                 return job
+            since = self._running_since
+            if since is not None and time.monotonic() - since > HUNG_S:
+                # Python cannot stop the stuck thread; leave it, and its queue, behind.
+                log.warning("jedi has been stuck on one query for %.0f s; starting a fresh jedi thread",
+                            time.monotonic() - since)
+                self.stats.hung += 1
+                self._jedi.shutdown(wait=False, cancel_futures=True)
+                self._jedi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draftls-jedi")
+                self._inflight.clear()
+                self._running_since = None
+            if len(self._inflight) >= MAX_INFLIGHT:
+                self.stats.busy += 1
+                fut: Future[Result | None] = Future()
+                fut.set_exception(RuntimeError(f"{MAX_INFLIGHT} jedi queries already waiting"))
+                return fut
             self.stats.queries += 1
             run = self._complete if key[0] == "names" else self._signatures
-            job = self._inflight[key] = self._jedi.submit(run, code, offset, path, workspace)
+            job = self._inflight[key] = self._jedi.submit(self._timed, run, code, offset, path, workspace)
         # Outside the lock: a job that is already done runs the callback right here.
         job.add_done_callback(lambda j: self._finish(key, j))
         return job
+
+    def _timed(self, run: Any, *args: Any) -> Result | None:
+        self._running_since = time.monotonic()
+        try:
+            return run(*args)
+        finally:
+            self._running_since = None
 
     def _finish(self, key: tuple[str, ...], job: Future[Result | None]) -> None:
         with self._lock:
@@ -155,6 +193,7 @@ class Analysis:
             return job.result(timeout=timeout)
         except FutureTimeout:
             self.stats.timeouts += 1
+            log.info("jedi gave no answer in %.2f s at offset %d of %s; the monitor steps aside", timeout, offset, path)
             if wait is not None:
                 wait.left_s = 0.0
             return None
@@ -233,6 +272,10 @@ class Analysis:
         import jedi
 
         if self._environment is None:
+            # parso caches parsed modules (pickles) in jedi's cache folder: keep it in ours, so
+            # that the server writes nowhere else and never reads another program's pickles.
+            if (base := cache_base()) is not None:
+                jedi.settings.cache_directory = str(base / "jedi")
             # In-process: no subprocess per workspace; the server's own sys.path (its venv) is searched.
             self._environment = jedi.InterpreterEnvironment()
         return self._environment
@@ -241,9 +284,10 @@ class Analysis:
         import jedi
 
         root = workspace or (str(Path(path).parent) if path else ".")
-        project = self._projects.get(root)
-        if project is None:
-            project = self._projects[root] = jedi.Project(root)
+        project = self._projects.pop(root, None) or jedi.Project(root)
+        self._projects[root] = project  # the newest last; at most PROJECTS are kept
+        while len(self._projects) > PROJECTS:
+            self._projects.pop(next(iter(self._projects)))
         return project
 
     def warm(self, code: str, path: str | None, workspace: str | None) -> Future[None]:

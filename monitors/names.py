@@ -117,10 +117,23 @@ class NameMonitor:
             self._pending = False
             start = self._steps[0]
             step = self._trigger(start)
-            if step.names is None and not (self._heal and not _IDENT.match(self._heal.encode())):
+            if step.names is None and self._heal and not _IDENT.match(self._heal.encode()):
+                step = self._healed_trigger(start)
+            elif step.names is None:
                 step = self._mid_word(start)
-            # (A healed `.` is re-typed by the model and triggers then: `before` is not mid-word.)
             self._steps[0] = step
+
+    def _healed_trigger(self, start: _Step) -> _Step:
+        """Healing backed off the text that ends at a trigger (`.` of `obj.`), and the model
+        re-types it, perhaps with a token that also starts the name (`.get`): constrain the
+        healed text and the name together, as one path to `heal + name`."""
+        probe = NameMonitor(self._index, self._analysis, self._before + self._heal, self._after, self._path,
+                            self._workspace, self._deadline, self.stats, _init=False)
+        step = probe._trigger(_Step(0, start.lex.feed(self._heal.encode("utf-8")), None))
+        if step.names is None:
+            return start
+        heal = self._heal.encode("utf-8")
+        return _Step(start.out_len, start.lex, frozenset(heal + n for n in step.names), b"")
 
     def extend_deadline(self, deadline: float) -> None:
         """Let jedi answer until `deadline` (the first draft's, after a slow prefill); before forking."""
@@ -161,7 +174,10 @@ class NameMonitor:
             else:
                 done = [n for n in step.names if typed.startswith(n) and not _IDENT.match(typed, len(n))]
                 if done:
-                    self.stats.names.append(max(done, key=len).decode("utf-8", "replace"))
+                    name = max(done, key=len).decode("utf-8", "replace")
+                    if name.startswith(self._heal) and not _IDENT.match(self._heal.encode()):
+                        name = name[len(self._heal):]  # a name constrained with the healed `.` before it
+                    self.stats.names.append(name)
                 else:
                     self.stats.violations += 1
                 nxt = self._trigger(nxt, piece)

@@ -206,13 +206,19 @@ def default_cache_dir() -> Path | None:
         return None
     if env:
         return Path(env)
+    base = cache_base()
+    return base / "vocab" if base is not None else None
+
+
+def cache_base() -> Path | None:
+    """`$XDG_CACHE_HOME/draftls` (default `~/.cache/draftls`): the only place the server writes."""
     base = os.environ.get("XDG_CACHE_HOME")
     if not base:
         try:
             base = str(Path.home() / ".cache")
         except RuntimeError:  # no home directory
             return None
-    return Path(base) / "draftls" / "vocab"
+    return Path(base) / "draftls"
 
 
 def cache_key(tokenizer_json: str, vocab_size: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from importlib import metadata
 from pathlib import Path
@@ -267,7 +269,8 @@ def test_default_model_loads_from_cache(smol: LoadedModel) -> None:
 def _write_cache_entry(d: Path, size_delta: int = 0) -> None:
     d.mkdir(parents=True, exist_ok=True)
     (d / "model.safetensors").write_bytes(b"x" * 100)
-    (d / "manifest.json").write_text(json.dumps({"size": 100 + size_delta}))
+    (d / "manifest.json").write_text(json.dumps({"size": 100 + size_delta,
+                                                 "sha256": hashlib.sha256(b"x" * 100).hexdigest()}))
 
 
 def test_cache_valid_checks_the_manifest(tmp_path: Path) -> None:
@@ -282,6 +285,9 @@ def test_cache_valid_checks_the_manifest(tmp_path: Path) -> None:
     _write_cache_entry(tmp_path / "nokey")
     (tmp_path / "nokey" / "manifest.json").write_text("{}")
     assert not _cache_valid(tmp_path / "nokey")
+    _write_cache_entry(tmp_path / "flipped")  # same size, one byte changed: only the checksum sees it
+    (tmp_path / "flipped" / "model.safetensors").write_bytes(b"x" * 99 + b"y")
+    assert not _cache_valid(tmp_path / "flipped")
     _write_cache_entry(tmp_path / "noweights")
     (tmp_path / "noweights" / "model.safetensors").unlink()
     assert not _cache_valid(tmp_path / "noweights")
@@ -305,14 +311,37 @@ def test_ensure_gguf_cache_dequantizes_once(tmp_path: Path, monkeypatch: pytest.
     assert ensure_gguf_cache(gguf) == (d, True) and len(calls) == 1
     (d / "manifest.json").write_text(json.dumps({"size": 1}))  # stale: size mismatch
     assert ensure_gguf_cache(gguf) == (d, False) and len(calls) == 2
+    with open(d / "model.safetensors", "r+b") as f:  # corrupt in place: detected by checksum, rebuilt
+        f.write(b"z")
+    assert ensure_gguf_cache(gguf) == (d, False) and len(calls) == 3
+    assert ensure_gguf_cache(gguf) == (d, True) and len(calls) == 3
+
+
+def test_the_model_cache_keeps_the_most_recently_used_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each distinct GGUF file adds an entry; past MODEL_ENTRIES the least recently used go."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(models.loading, "dequantize_gguf", lambda src, out: _write_cache_entry(out))
+    dirs = []
+    for i in range(5):
+        gguf = tmp_path / f"m{i}.gguf"
+        gguf.write_bytes(b"GGUF %d" % i)
+        dirs.append(ensure_gguf_cache(gguf)[0])
+        os.utime(dirs[-1], (1000 + i, 1000 + i))  # distinct use times, oldest first
+    ensure_gguf_cache(tmp_path / "m1.gguf")  # used again: now the newest
+    kept = sorted(p.name for p in dirs[0].parent.iterdir())
+    assert kept == sorted(d.name for d in (dirs[1], dirs[3], dirs[4])) and models.loading.MODEL_ENTRIES == 3
 
 
 def test_cache_key_follows_the_gguf_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Replacing the GGUF file (new size or mtime) selects a new cache directory."""
+    """The key is the GGUF file's content: a copy elsewhere shares the entry, a new file gets its own."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF v1")
     first = _gguf_cache_dir(gguf)
     assert first == _gguf_cache_dir(gguf) and first.name.startswith("m-")
-    gguf.write_bytes(b"GGUF v2 longer")
+    copy = tmp_path / "elsewhere" / "m.gguf"
+    copy.parent.mkdir()
+    copy.write_bytes(b"GGUF v1")
+    assert _gguf_cache_dir(copy) == first
+    gguf.write_bytes(b"GGUF v2")
     assert _gguf_cache_dir(gguf) != first

@@ -158,7 +158,21 @@ def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
     again = load_model("tiny", backend="onnx")
     assert (folder / "export.json").stat().st_mtime_ns == stamp  # loaded from the cache
     ids = torch.tensor([again.tokenizer.encode(CODE)])
-    assert torch.allclose(first.backend.prefill(ids), again.backend.prefill(ids))
+    ref = first.backend.prefill(ids)
+    assert torch.allclose(ref, again.backend.prefill(ids))
+    # A corrupt file (one byte of the weights, same size) fails its checksum: exported again.
+    data = max(folder.glob("*.onnx.data"), key=lambda p: p.stat().st_size)
+    with open(data, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with caplog.at_level(logging.WARNING):
+        rebuilt = load_model("tiny", backend="onnx")
+    assert any("fails its checksum" in r.getMessage() for r in caplog.records)
+    assert (folder / "export.json").stat().st_mtime_ns != stamp
+    assert torch.allclose(ref, rebuilt.backend.prefill(ids))  # (the old sessions may map the corrupt file)
+    caplog.clear()
     monkeypatch.setattr(onnx_backend, "available", lambda: False)
     with caplog.at_level(logging.WARNING):
         fallback = load_model("tiny", backend="onnx")

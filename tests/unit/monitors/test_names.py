@@ -213,13 +213,22 @@ def test_after_a_timeout_a_request_waits_no_more(smol_index: VocabIndex, monkeyp
     assert len(slow._inflight) == 2  # neither query was waited for to the end: both still run or wait
 
 
-def test_a_healed_dot_does_not_query_the_word_before_it(smol_index: VocabIndex, analysis: Analysis) -> None:
-    # Healing backs off the "." of `os.path.`: the prompt ends at `os.path`, which is not
-    # a name being typed after a dot; the trigger comes when the model re-types the ".".
+def test_a_healed_dot_is_constrained_with_the_name_after_it(smol_index: VocabIndex, analysis: Analysis) -> None:
+    # Healing backs off the "." of `os.path.`: the prompt ends at `os.path`, which is not a
+    # name being typed after a dot. The model re-types the ".", perhaps with a token that
+    # goes on past it ("._", ".("): the dot and the name are constrained as one path.
     m = NameMonitor(smol_index, analysis, "import os\nx = os.path", "\n", None, None, heal=".")
-    assert m.allowed() is None and m.stats.triggers == 0
+    mask = m.allowed()
+    assert mask is not None and m.stats.triggers == 1  # one query, for `os.path.`, not for `os.path`
+    dot, dunder, paren, dots = ids(smol_index, b".", b".__", b".(", b"..")
+    assert mask[dot] and mask[dunder] and not mask[paren] and not mask[dots]  # `os.path.__file__` exists
     feed(m, smol_index, b".")
     assert m.active and m.stats.triggers == 1
+    mask = m.allowed()
+    assert mask[ids(smol_index, b"join")[0]] and not mask[ids(smol_index, b"append")[0]]
+    m2 = NameMonitor(smol_index, analysis, "import os\nx = os.path", "\n", None, None, heal=".")
+    feed(m2, smol_index, b".__", b"file", b"__", b")")
+    assert m2.stats.names == ["__file__"] and m2.stats.violations == 0 and not m2.active
 
 
 def test_relative_imports_offer_the_package_modules(smol_index: VocabIndex, analysis: Analysis, tmp_path: Path) -> None:
