@@ -96,7 +96,8 @@ class DraftProtocol(LanguageServerProtocol):
             msg_id = message.get("id") if isinstance(message, dict) else None
             self.answer_error(msg_id, JsonRpcInvalidRequest(), f"not a JSON-RPC 2.0 message: {type(message).__name__}")
             return
-        if self._shutdown and getattr(message, "method", "") != types.EXIT and hasattr(message, "method"):
+        method = getattr(message, "method", None)
+        if self._shutdown and method is not None and method != types.EXIT:
             if hasattr(message, "id"):  # a request after shutdown: refused, but answered
                 self.answer_error(message.id, JsonRpcInvalidRequest(), "the server is shutting down")
             return
@@ -571,9 +572,19 @@ def create_server(base: Settings | None = None) -> DraftServer:
     return server
 
 
-def watch_client(pid: int, every_s: float = 2.0) -> threading.Thread:
+def watch_client(pid: int, every_s: float = 2.0) -> threading.Thread | None:
     """Exit when the client process is gone (LSP `processId`): an editor that crashed never
-    closes our stdin, and an orphaned server would hold its memory forever."""
+    closes our stdin, and an orphaned server would hold its memory forever. A pid that is
+    not there from the start belongs to another PID namespace (a client outside our
+    container): it is not watched."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        log.info("the client's process %d is not visible from here; not watching it", pid)
+        return None
+    except PermissionError:
+        pass
+
     def run() -> None:
         while True:
             time.sleep(every_s)

@@ -27,9 +27,9 @@ from models.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
+"""Bump when the layout of a cached model directory changes."""
 MODEL_ENTRIES = 3  # dequantized GGUF models kept in the cache (about 0.5 GB each for the default)
 ONNX_ENTRIES = 4  # ONNX exports kept (a model, quantization and ONNX Runtime version each)
-"""Bump when the layout of a cached model directory changes."""
 
 
 def cache_root() -> Path:

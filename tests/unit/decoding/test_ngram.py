@@ -49,6 +49,11 @@ def test_stdlib_table_is_cached_and_a_corrupt_cache_is_rebuilt(tmp_path: Path) -
     files[0].write_bytes(b"not a zip file")
     stdlib_table(encode, 32, "toy", tmp_path)
     assert len(calls) == 2  # detected and rebuilt
+    data = bytearray(files[0].read_bytes())  # one byte flipped inside an array: the archive's CRC-32 sees it
+    data[len(data) // 2] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    stdlib_table(encode, 32, "toy", tmp_path)
+    assert len(calls) == 3
 
 
 def test_stdlib_sources_leave_out_tests() -> None:
