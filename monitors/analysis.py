@@ -93,6 +93,7 @@ class Analysis:
         self._environment = None
         self._projects: dict[str, object] = {}
         self._cache: OrderedDict[tuple[str, ...], Result | None] = OrderedDict()
+        self._distinct: dict[Result, Result] = {}  # one copy of each distinct answer in the cache
         self._inflight: dict[tuple[str, ...], Future[Result | None]] = {}
         self._lock = threading.Lock()
         # One thread: jedi and parso keep global caches that are not safe to share.
@@ -209,10 +210,16 @@ class Analysis:
 
     def _store(self, key: tuple[str, ...], result: Result | None) -> None:
         with self._lock:
+            # Every keystroke is a new key, but mostly the same answer (the attributes of one
+            # object): keep one copy of each distinct answer, not one per key.
+            if result is not None:
+                result = self._distinct.setdefault(result, result)
             self._cache[key] = result
             self._cache.move_to_end(key)
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
+            if len(self._distinct) > CACHE_SIZE:  # forget the answers no key holds any more
+                self._distinct = {v: v for v in self._cache.values() if v is not None}
 
     def _script(self, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[object, int, int]:
         """A jedi Script of `code`, and `offset` as jedi's (1-based line, column)."""

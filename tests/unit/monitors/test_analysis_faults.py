@@ -66,3 +66,15 @@ def test_answers_and_projects_are_kept_within_their_limits(monkeypatch: pytest.M
             assert a.names(code, len(code), str(root / "m.py"), str(root)) is not None
     assert a.cache_size == 5 and a.project_count == 2
     assert set(a._projects) == {str(tmp_path / "ws2"), str(tmp_path / "ws3")}  # the newest kept
+
+
+def test_equal_answers_at_different_points_are_kept_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typing makes a new cache key per keystroke for the same object's attributes: one copy is kept."""
+    monkeypatch.setattr(analysis_mod, "CACHE_SIZE", 4)
+    a = Analysis(timeout=30)
+    found = [a.names(f"import os\nx = {i}\nos.", len(f"import os\nx = {i}\nos."), None, None) for i in range(10)]
+    assert all(f == found[0] for f in found[1:]) and "path" in found[0]
+    assert a.cache_size == 4 and len(a._distinct) == 1
+    assert len({id(v) for v in a._cache.values()}) == 1  # four keys, one copy of the names
+    other = a.names("import sys\nsys.", len("import sys\nsys."), None, None)
+    assert other is not None and "argv" in other and len(a._distinct) == 2
