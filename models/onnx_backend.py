@@ -175,10 +175,12 @@ class OnnxBackend:
         """Token embeddings: [B, T] -> [B, T, D]."""
         return torch.from_numpy(self.embed_weight[ids.cpu().numpy()])
 
-    def _rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rope(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The graphs' RoPE inputs for these positions: cos/sin [T, Dh/2] (scaled) and pos [1, T]."""
         freqs = positions[:, None].astype(np.float64) * self.inv_freq[None, :]
-        emb = np.concatenate([freqs, freqs], -1)
-        return ((np.cos(emb) * self.rope_scale).astype(np.float32), (np.sin(emb) * self.rope_scale).astype(np.float32))
+        return {"cos": (np.cos(freqs) * self.rope_scale).astype(np.float32),
+                "sin": (np.sin(freqs) * self.rope_scale).astype(np.float32),
+                "pos": np.arange(len(positions), dtype=np.int64)[None, :]}
 
     def _segments(self, start: int, stop: int) -> list[tuple[int, int]]:
         segs = [(a, b) for a, b in self.segments if start <= a and b <= stop]
@@ -199,10 +201,10 @@ class OnnxBackend:
         mask_past = np.full((t, self.capacity), -np.inf, np.float32)
         mask_past[:, :n] = 0.0 if past is None else np.where(past, 0.0, -np.inf)
         mask_new = np.where(np.tril(np.ones((t, t), bool)) if new is None else new, 0.0, -np.inf).astype(np.float32)
-        cos, sin = self._rope(positions)
+        rope = self._rope(positions)
         h = np.ascontiguousarray(h, np.float32)
         for a, b in self._segments(start, stop):
-            feed = {"h": h, "cos": cos, "sin": sin, "mask_past": mask_past, "mask_new": mask_new}
+            feed = {"h": h, "mask_past": mask_past, "mask_new": mask_new, **rope}
             for i in range(a, b):
                 feed[f"past_k.{i}"] = self.k[i]
                 feed[f"past_v.{i}"] = self.v[i]
@@ -248,9 +250,9 @@ class OnnxBackend:
             return
         x = np.ascontiguousarray(h.float().cpu().numpy(), np.float32)
         n, t = self.lens[start], x.shape[1]
-        cos, sin = self._rope(np.arange(n, n + t))
+        rope = self._rope(np.arange(n, n + t))
         for a, b in self._segments(start, stop):
-            out = self.kv[(a, b)].run(None, {"h": x, "cos": cos, "sin": sin})
+            out = self.kv[(a, b)].run(None, {"h": x, **rope})
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[2 * j], out[2 * j + 1])
 

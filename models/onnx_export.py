@@ -5,8 +5,8 @@ symbolic). The layers are cut into segments at the exit layers, so that early ex
 self-speculation can run the first layers, read an exit head, and run the rest:
 
 - `layers_a_b.onnx`: layers [a, b) on a residual stream `h` [1, T, D] (token embeddings or
-  any mix of them: superposed decoding feeds its own). Inputs: `cos`, `sin` [T, Dh] for
-  the new tokens' positions, additive masks `mask_past` [T, C] and `mask_new` [T, T], and
+  any mix of them: superposed decoding feeds its own). Inputs: `cos`, `sin` [T, Dh/2] for
+  the new tokens' positions and `pos` [1, T] (0..T-1, the rows of those), additive masks `mask_past` [T, C] and `mask_new` [T, T], and
   per layer the cache buffers `past_k.i` [1, Hkv, Dh, C] (keys transposed: the scores are a
   plain product) and `past_v.i` [1, Hkv, C, Dh]. Outputs: `h_out` [1, T, D] and per layer
   the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh]. The caller owns the cache: C is
@@ -14,6 +14,11 @@ self-speculation can run the first layers, read an exit head, and run the rest:
   without a copy and the graph never concatenates them. Attention splits the softmax over
   past and new keys, which also gives tree masks (drafts side by side) and speculation's
   verify passes for free.
+  ORT's fused kernels do the small work: SimplifiedLayerNormalization and
+  SkipSimplifiedLayerNormalization (the residual add with the next norm),
+  RotaryEmbedding, FusedMatMul; q/k/v and gate/up are one MatMul each over concatenated
+  weights. (The attention itself stays in plain ops: the contrib attention kernels want
+  their own cache layout, which the tree masks and the shared-capacity buffers do not fit.)
 - `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
@@ -42,7 +47,7 @@ from models.llama import LlamaModel
 log = logging.getLogger(__name__)
 
 OPSET = 17
-FORMAT = 3  # bump when the graphs change
+FORMAT = 5  # bump when the graphs change (5: fused norms and RoPE, merged q/k/v and gate/up)
 QUANTIZE = ("none", "int8", "int4")
 
 
@@ -70,23 +75,39 @@ class _Graph:
         y = self.op("MatMul", [x, self.const(name, weight.T)])
         return self.op("Add", [y, self.const(name + ".bias", bias)]) if bias is not None else y
 
+    def linears(self, x: str, weights: list[np.ndarray], biases: list[np.ndarray | None], name: str) -> list[str]:
+        """Several projections of one input as one MatMul over the concatenated weights, then a
+        Split: one kernel call reads the input once (q/k/v, gate/up)."""
+        w = np.concatenate([wt.T for wt in weights], axis=1)
+        y = self.op("MatMul", [x, self.const(name, w)])
+        if any(b is not None for b in biases):
+            b = np.concatenate([bb if bb is not None else np.zeros(wt.shape[0], np.float32)
+                                for bb, wt in zip(biases, weights)])
+            y = self.op("Add", [y, self.const(name + ".bias", b)])
+        sizes = self.const(name + ".split", np.array([wt.shape[0] for wt in weights], np.int64))
+        first = self.op("Split", [y, sizes], outputs=len(weights), axis=-1)
+        return [first] + [f"{first}_{i}" for i in range(1, len(weights))]
+
     def rms_norm(self, x: str, weight: np.ndarray, eps: float, name: str) -> str:
-        var = self.op("ReduceMean", [self.op("Mul", [x, x])], axes=[-1], keepdims=1)
-        inv = self.op("Reciprocal", [self.op("Sqrt", [self.op("Add", [var, self.const(name + ".eps", np.array(eps, np.float32))])])])
-        return self.op("Mul", [self.op("Mul", [x, inv]), self.const(name, weight)])
+        # ORT's fused kernel (one op in place of seven: Mul, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul).
+        return self.op("SimplifiedLayerNormalization", [x, self.const(name, weight)], axis=-1, epsilon=eps,
+                       stash_type=1)
+
+    def add_rms_norm(self, x: str, skip: str, weight: np.ndarray, eps: float, name: str) -> tuple[str, str]:
+        """(rms_norm(x + skip), x + skip) in one fused op."""
+        out = self.op("SkipSimplifiedLayerNormalization", [skip, x, self.const(name, weight)], domain="com.microsoft",
+                      outputs=4, epsilon=eps)
+        return out, f"{out}_3"
 
 
 def _np(t: object) -> np.ndarray:
     return t.detach().float().cpu().numpy()  # type: ignore[attr-defined]
 
 
-def _rope(g: _Graph, x: str, cos: str, sin: str, half: int, name: str) -> str:
-    """x [1, H, T, Dh] * cos + rotate_half(x) * sin."""
-    split = g.const(name + ".split", np.array([half, half], np.int64))
-    a = g.op("Split", [x, split], outputs=2, axis=-1)
-    b = a + "_1"
-    rot = g.op("Concat", [g.op("Neg", [b]), a], axis=-1)
-    return g.op("Add", [g.op("Mul", [x, cos]), g.op("Mul", [rot, sin])])
+def _rope(g: _Graph, x: str, heads: int) -> str:
+    """RoPE on x [1, T, heads * Dh] with ORT's fused kernel; `cos`/`sin` [T, Dh/2] are the
+    tokens' own rows (the caller computes them, with any scaling), `pos` [1, T] is 0..T-1."""
+    return g.op("RotaryEmbedding", [x, "pos", "cos", "sin"], domain="com.microsoft", num_heads=heads, interleaved=0)
 
 
 def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False) -> onnx.ModelProto:
@@ -99,8 +120,9 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
     f = TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("h", f, [1, "T", d]),
-        helper.make_tensor_value_info("cos", f, ["T", dh]),
-        helper.make_tensor_value_info("sin", f, ["T", dh]),
+        helper.make_tensor_value_info("cos", f, ["T", dh // 2]),
+        helper.make_tensor_value_info("sin", f, ["T", dh // 2]),
+        helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "T"]),
     ]
     if not kv_only:
         inputs += [helper.make_tensor_value_info("mask_past", f, ["T", "C"]),
@@ -124,10 +146,16 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         layer = model.model.layers[i]
         p = f"layers.{i}"
         att, mlp = layer.self_attn, layer.mlp
-        n = g.rms_norm(x, _np(layer.input_layernorm.weight), cfg.rms_norm_eps, f"{p}.input_layernorm.weight")
-        k = g.op("Reshape", [g.linear(n, _np(att.k_proj.weight), bias(att.k_proj), f"{p}.k"), kv_shape])
-        k = _rope(g, g.op("Transpose", [k], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.k")
-        v = g.op("Reshape", [g.linear(n, _np(att.v_proj.weight), bias(att.v_proj), f"{p}.v"), kv_shape])
+        if i == start or kv_only:
+            n = g.rms_norm(x, _np(layer.input_layernorm.weight), cfg.rms_norm_eps, f"{p}.input_layernorm.weight")
+        else:  # the residual add of the layer before, fused with this layer's norm
+            n, x = g.add_rms_norm(x, mlp_out, _np(layer.input_layernorm.weight), cfg.rms_norm_eps,
+                                  f"{p}.input_layernorm.weight")
+        projs = [att.k_proj, att.v_proj] if kv_only else [att.q_proj, att.k_proj, att.v_proj]
+        outs = g.linears(n, [_np(m.weight) for m in projs], [bias(m) for m in projs], f"{p}.qkv")
+        q_lin, k_lin, v_lin = ([None] + outs) if kv_only else outs
+        k = g.op("Transpose", [g.op("Reshape", [_rope(g, k_lin, kv), kv_shape])], perm=[0, 2, 1, 3])
+        v = g.op("Reshape", [v_lin, kv_shape])
         v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
         g.nodes.append(helper.make_node("Identity", [k], [f"new_k.{i}"]))
         g.nodes.append(helper.make_node("Identity", [v], [f"new_v.{i}"]))
@@ -137,8 +165,7 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
             continue
         inputs += [helper.make_tensor_value_info(f"past_k.{i}", f, [1, kv, dh, "C"]),  # keys stored transposed
                    helper.make_tensor_value_info(f"past_v.{i}", f, [1, kv, "C", dh])]
-        q = g.op("Reshape", [g.linear(n, _np(att.q_proj.weight), bias(att.q_proj), f"{p}.q"), q_shape])
-        q = _rope(g, g.op("Transpose", [q], perm=[0, 2, 1, 3]), "cos", "sin", dh // 2, f"{p}.q")
+        q = g.op("Transpose", [g.op("Reshape", [_rope(g, q_lin, h), q_shape])], perm=[0, 2, 1, 3])
         qg = g.op("Reshape", [q, grouped])  # [1, Hkv, g*T, Dh]
         # Scores against the cache and the new keys, masked, with one softmax over both.
         s_past = g.op("FusedMatMul", [qg, f"past_k.{i}"], domain="com.microsoft", alpha=scale)
@@ -154,14 +181,15 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         o = g.op("Add", [g.op("MatMul", [e_past, f"past_v.{i}"]), g.op("MatMul", [e_new, v])])  # [1, Hkv, g*T, Dh]
         o = g.op("Div", [o, z])
         o = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [o, heads])], perm=[0, 2, 1, 3]), flat])
-        x = g.op("Add", [x, g.linear(o, _np(att.o_proj.weight), bias(att.o_proj), f"{p}.o")])
-        n = g.rms_norm(x, _np(layer.post_attention_layernorm.weight), cfg.rms_norm_eps,
-                       f"{p}.post_attention_layernorm.weight")
-        gate = g.linear(n, _np(mlp.gate_proj.weight), bias(mlp.gate_proj), f"{p}.gate")
-        up = g.linear(n, _np(mlp.up_proj.weight), bias(mlp.up_proj), f"{p}.up")
+        n, x = g.add_rms_norm(x, g.linear(o, _np(att.o_proj.weight), bias(att.o_proj), f"{p}.o"),
+                              _np(layer.post_attention_layernorm.weight), cfg.rms_norm_eps,
+                              f"{p}.post_attention_layernorm.weight")
+        gate, up = g.linears(n, [_np(mlp.gate_proj.weight), _np(mlp.up_proj.weight)],
+                             [bias(mlp.gate_proj), bias(mlp.up_proj)], f"{p}.gate_up")
         act = g.op("Mul", [g.op("Mul", [gate, g.op("Sigmoid", [gate])]), up])
-        x = g.op("Add", [x, g.linear(act, _np(mlp.down_proj.weight), bias(mlp.down_proj), f"{p}.down")])
+        mlp_out = g.linear(act, _np(mlp.down_proj.weight), bias(mlp.down_proj), f"{p}.down")
     if not kv_only:
+        x = g.op("Add", [x, mlp_out])  # the last layer's residual (the next norm is in another graph)
         g.nodes.append(helper.make_node("Identity", [x], ["h_out"]))
         outputs.insert(0, helper.make_tensor_value_info("h_out", f, [1, "T", d]))
     graph = helper.make_graph(g.nodes, f"draftls_{'kv' if kv_only else 'layers'}_{start}_{stop}", inputs, outputs,
