@@ -43,6 +43,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.config import ModelConfig
 from models.llama import LlamaModel
+from models.loading import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,6 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
         (tmp / f"{name}.f32.onnx.data").unlink()
     import onnxruntime
 
-    from models.loading import sha256_file
 
     meta = {"format": FORMAT, "quantize": quantize, "onnxruntime": onnxruntime.__version__,
             "segments": segs, "seconds": round(time.perf_counter() - t0, 1),
@@ -292,7 +292,6 @@ def export_dir(root: Path, model_key: str, quantize: str) -> Path:
 
 def is_complete(d: Path, cuts: list[int] | None, n_layers: int) -> bool:
     """True when d holds a finished export of this format with the segments these cuts give."""
-    from models.loading import sha256_file
     try:
         meta = json.loads((d / "export.json").read_text())
     except (OSError, ValueError):

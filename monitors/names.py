@@ -104,11 +104,10 @@ class NameMonitor:
             if self._pending and (q := self._query(self._steps[0])) is not None:
                 self._analysis.prefetch(q[0], q[1], path, workspace)
             elif heal and self._pending:
-                # Healing backs off the last token ("." in `obj.`): the trigger comes when the
-                # first token re-types it, with the same text as the document's. Ask now.
-                probe = NameMonitor(index, analysis, before + heal, after, path, workspace, _init=False)
-                probe._steps.append(_Step(0, self._steps[0].lex.feed(heal.encode("utf-8")), None))
-                if (q := probe._query(probe._steps[0])) is not None:
+                # Healing backs off the last token ("." in `obj.`): the trigger is the document's
+                # text, re-typed by the first tokens. Ask now.
+                probe, start = self._healed_probe(self._steps[0])
+                if (q := probe._query(start)) is not None:
                     self._analysis.prefetch(q[0], q[1], path, workspace)
             self.stats.ms += (time.perf_counter() - t0) * 1000
 
@@ -127,13 +126,18 @@ class NameMonitor:
         """Healing backed off the text that ends at a trigger (`.` of `obj.`), and the model
         re-types it, perhaps with a token that also starts the name (`.get`): constrain the
         healed text and the name together, as one path to `heal + name`."""
-        probe = NameMonitor(self._index, self._analysis, self._before + self._heal, self._after, self._path,
-                            self._workspace, self._deadline, self.stats, _init=False)
-        step = probe._trigger(_Step(0, start.lex.feed(self._heal.encode("utf-8")), None))
+        probe, healed = self._healed_probe(start)
+        step = probe._trigger(healed)
         if step.names is None:
             return start
         heal = self._heal.encode("utf-8")
         return _Step(start.out_len, start.lex, frozenset(heal + n for n in step.names), b"")
+
+    def _healed_probe(self, start: _Step) -> tuple[NameMonitor, _Step]:
+        """A monitor whose document goes on with the healed text, and its first step there."""
+        probe = NameMonitor(self._index, self._analysis, self._before + self._heal, self._after, self._path,
+                            self._workspace, self._deadline, self.stats, _init=False)
+        return probe, _Step(0, start.lex.feed(self._heal.encode("utf-8")), None)
 
     def extend_deadline(self, deadline: float) -> None:
         """Let jedi answer until `deadline` (the first draft's, after a slow prefill); before forking."""
