@@ -7,7 +7,9 @@ one pass of T tokens as drafts decoded together make it (`step_tree`: T drafts, 
 the prompt and itself), one plain one-token step, and one superposed step (`step(embeds=)`),
 interleaved round by round so that drift hits them alike. Prints a Markdown table with the
 median ms and the ratio to the one-token step. This is what decides whether k drafts decoded
-together cost more than superposed decoding's single pass.
+together cost more than superposed decoding's single pass. Two more rows run the plain step
+and the 3-token tree step with q/k/v and gate/up as separate products, to show what fusing
+them (`models.llama.Fused`) saves.
 """
 
 from __future__ import annotations
@@ -59,7 +61,23 @@ def main() -> None:
         b.step(embeds=(e * torch.tensor([[0.5], [0.3], [0.2]])).sum(0).view(1, 1, -1))
         b.truncate(n)
 
+    from models.llama import Fused
+
+    fused_call = Fused.__call__
+
+    def separate(f: Callable[[], None]) -> Callable[[], None]:
+        """f with q/k/v and gate/up as separate products (as before they were fused)."""
+        def run() -> None:
+            Fused.__call__ = lambda self, x: [p(x) for p in self.parts]  # type: ignore[method-assign]
+            try:
+                f()
+            finally:
+                Fused.__call__ = fused_call  # type: ignore[method-assign]
+        return run
+
     runs: dict[str, Callable[[], None]] = {"plain step, 1 token": step, "superposed step (3 drafts)": superposed}
+    runs |= {"plain step, 1 token, separate q/k/v and gate/up products": separate(step),
+             "3 drafts together (tree step, T=3), separate products": separate(tree(3))}
     runs |= {f"{t} drafts together (tree step, T={t})": tree(t) for t in (1, 2, 3, 4, 6, 8)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for f in runs.values():
