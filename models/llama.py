@@ -98,8 +98,8 @@ class Linear(nn.Linear):
 class Fused:
     """Linear layers of one input run as one product: one weight [sum N, K] whose row blocks
     the layers' weights become views of (no second copy). On the CPU each product is a
-    call with a fixed cost, so q/k/v and gate/up as two calls save about 3.5% of a
-    decoding step; the logits are bit for bit the same. The weight is rebuilt when the
+    call with a fixed cost, so q/k/v and gate/up as two calls save about 7% of a
+    decoding step (BENCHMARKS.md, issue 7's pass table); the logits are bit for bit the same. The weight is rebuilt when the
     layers' storage changes (a `.to()`), and training (grad enabled) keeps separate calls.
     """
 
@@ -186,9 +186,13 @@ class Attention(nn.Module):
 
     def kv(self, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
         """Keys (roped) and values [B, Hkv, T, Dh] for normed input x [B, T, D]."""
-        b, t, _ = x.shape
-        k = self.k_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        return self._heads_kv(self.k_proj(x), self.v_proj(x), cos, sin)
+
+    def _heads_kv(self, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """Projected k, v [B, T, Hkv*Dh] -> roped keys and values [B, Hkv, T, Dh]."""
+        b, t, _ = k.shape
+        k = k.view(b, t, self.n_kv, self.hd).transpose(1, 2)
+        v = v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
         return k * cos + rotate_half(k) * sin, v
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int,
@@ -197,9 +201,7 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x)
         q = q.view(b, t, self.h, self.hd).transpose(1, 2)  # [B, H, T, Dh]
         q = q * cos + rotate_half(q) * sin
-        k = k.view(b, t, self.n_kv, self.hd).transpose(1, 2)  # [B, Hkv, T, Dh]
-        v = v.view(b, t, self.n_kv, self.hd).transpose(1, 2)
-        k = k * cos + rotate_half(k) * sin
+        k, v = self._heads_kv(k, v, cos, sin)
         start = cache.lengths[layer]
         k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
         if visible is None:
