@@ -42,6 +42,9 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-3": ("draftls greedy, 3 drafts (branching), decoded together", {"drafts": 3}),
     "greedy-3-seq": ("draftls greedy, 3 drafts (branching), one after another", {"drafts": 3, "batchDrafts": False}),
     "greedy-no-monitors": ("draftls greedy, 1 draft, monitors off", {"drafts": 1, "monitors": False}),
+    "greedy-no-affinity": ("draftls greedy, 1 draft, no name-affinity bonus", {"drafts": 1, "nameAffinity": 0}),
+    **{f"greedy-affinity-{b}": (f"draftls greedy, 1 draft, name-affinity bonus {b}", {"drafts": 1, "nameAffinity": b})
+       for b in (2, 3, 4, 6, 8)},
     "greedy-3-no-monitors": ("draftls greedy, 3 drafts, monitors off", {"drafts": 3, "monitors": False}),
     "sampling-3": ("draftls sampling, 3 drafts, decoded together", {"drafts": 3, "decoder": "sampling"}),
     "superposed-3": ("draftls superposed decoding, 3 drafts", {"drafts": 3, "decoder": "superposed"}),

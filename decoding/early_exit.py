@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from decoding.sampling import combined_bias
 from decoding.speculative import draft_mask
 from models.backend import Backend
 from monitors.base import Monitor
@@ -80,6 +81,7 @@ class EarlyExiter:
         """Logits [V] after `token`, which the decoder just chose and the monitors accepted."""
         b = self.backend
         mask = draft_mask(monitors)
+        bias = combined_bias(monitors)
         h = b.embed(torch.tensor([[token]]))
         done = 0
         self.stats["tokens"] += 1
@@ -87,6 +89,8 @@ class EarlyExiter:
             h = b.run_layers(h, done, layer)
             done = layer
             draft = b.draft_logits(h, layer)[0, -1]  # [V], -inf off the shortlist
+            if bias is not None:
+                draft = draft + bias.to(draft.device)  # the exit decision sees the decoder's scores
             if mask is not None:
                 draft = draft.masked_fill(~mask, float("-inf"))
             if not bool(torch.isfinite(draft).any()):

@@ -378,7 +378,7 @@ class Engine:
             syntax = SyntaxMonitor(self.vocab, lex)
             stats.ms += (time.perf_counter() - t0) * 1000
             names = NameMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
-                                deadline, stats, lex=lex, heal=prompt.heal)
+                                deadline, stats, lex=lex, heal=prompt.heal, affinity=req.settings.name_affinity)
             calls = CallMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
                                 deadline, stats, lex=lex)
             monitors += [syntax, names, calls]

@@ -95,6 +95,25 @@ def combined_mask(monitors: list[Monitor]) -> Tensor | None:
     return mask
 
 
+def combined_bias(monitors: list[Monitor]) -> Tensor | None:
+    """Sum of the logit bonuses [V] of the active monitors that prefer some allowed tokens
+    (a `bias()` method: the name monitor's affinity); drops monitors that fail."""
+    total = None
+    for m in list(monitors):
+        prefer = getattr(m, "bias", None)
+        if prefer is None or m.done:
+            continue
+        try:
+            bias = prefer()
+        except Exception:
+            log.exception("monitor %s failed; decoding goes on without it", type(m).__name__)
+            monitors.remove(m)
+            continue
+        if bias is not None:
+            total = bias if total is None else total + bias
+    return total
+
+
 def accept_all(monitors: list[Monitor], token: int) -> None:
     """Advance every monitor by `token`; one that fails is dropped."""
     for m in list(monitors):
@@ -150,12 +169,18 @@ class Drafting:
                 self.reason = "monitor"  # the constraint cannot be met: end the draft, never crash
         return mask
 
+    def constrain(self, logits: Tensor, mask: Tensor | None) -> Tensor:
+        """`logits` [V] with the monitors' bonuses added and the tokens off `mask` at -inf."""
+        bias = combined_bias(self.active)
+        scores = logits if bias is None else logits + bias.to(logits.device, logits.dtype)
+        return scores if mask is None else scores.masked_fill(~mask.to(logits.device), float("-inf"))
+
     def pick(self, logits: Tensor) -> int | None:
         """Choose the next token from logits [V] and take it; None once the draft has ended."""
         mask = self.mask()
         if self.reason:
             return None
-        scores = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
+        scores = self.constrain(logits, mask)
         deliberate = False
         if not self.branched and self.healed:
             self.branched = deliberate = True

@@ -26,6 +26,7 @@ class Settings:
     context_tokens: int = 1536  # prefix window; the FIM suffix window is a quarter of it
     time_budget_ms: int = 3000
     monitors: bool = True  # monitor-guided decoding (token healing is always on)
+    name_affinity: float = 6.0  # logit bonus after `x = obj.` for the names `x` points to; 0: off
     early_exit: bool = False  # later issue: dynamic early exit
     speculative: bool = False  # lossless self-speculative decoding (greedy drafts only)
     stop_on_uncertain: bool = False  # end a draft where the model is unsure (see uncertain_threshold)
@@ -96,6 +97,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 5.0),
     "top_p": (0.01, 1.0),
     "uncertain_threshold": (0.0, 1.0),
+    "name_affinity": (0.0, 20.0),
     "seed": (0, 2**31 - 1),
 }
 

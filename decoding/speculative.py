@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from decoding.ngram import NgramTable
+from decoding.sampling import combined_bias
 from models.config import default_exit_layers
 from models.backend import Backend
 from monitors.base import Monitor
@@ -260,6 +261,8 @@ class Speculator:
                 break
             logits = b.draft_logits(h, exit_layer)[0, -1]
             mask = draft_mask(monitors)
+            if (bias := combined_bias(monitors)) is not None:
+                logits = logits + bias.to(logits.device)  # as the decoder will score it, so drafts agree
             if mask is not None:
                 if not bool(mask.any()):
                     break

@@ -71,7 +71,7 @@ def decode_superposed(
             if x.drafting.reason:  # no token allowed: the draft ends where it is
                 done.append(x)
                 continue
-            lp = shared if mask is None else shared.masked_fill(~mask.to(shared.device), float("-inf"))
+            lp = x.drafting.constrain(shared, mask)
             # While re-typing the healed text, one way of typing it: the drafts branch after it.
             top = torch.topk(lp, min(cfg.width * k if x.drafting.healed else 1, lp.numel()))
             ok = torch.isfinite(top.values)
@@ -87,7 +87,7 @@ def decode_superposed(
                     term = term + cfg.alpha * np.log(np.where(p > 0, p, 1.0)) + np.where(p > 0, 0.0, -np.inf)
                 else:
                     term = term - cfg.penalty
-            masked = logits if mask is None else logits.masked_fill(~mask.to(logits.device), float("-inf"))
+            masked = x.drafting.constrain(logits, mask)
             cands += [(x.score + float(t), i, int(v), masked) for t, v in zip(term, ids.tolist()) if math.isfinite(t)]
         cands.sort(key=lambda c: -c[0])
         nxt: list[_Live] = []

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from monitors.affinity import preferred
 from monitors.analysis import Analysis, WaitBudget
 from monitors.base import roll_back
 from monitors.syntax import LexState, initial_state
@@ -59,6 +60,7 @@ class _Step:
     lex: LexState
     names: frozenset[bytes] | None  # the active constraint, or None
     typed: bytes = b""  # identifier bytes typed since the trigger
+    prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()  # (strength, names) by affinity, ascending
 
 
 _RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
@@ -83,7 +85,7 @@ class NameMonitor:
     def __init__(self, index: VocabIndex, analysis: Analysis, before: str, after: str,
                  path: str | None, workspace: str | None, deadline: float | None = None,
                  stats: MonitorStats | None = None, lex: LexState | None = None, heal: str = "",
-                 _init: bool = True) -> None:
+                 affinity: float = 0.0, _init: bool = True) -> None:
         self._index = index
         self._analysis = analysis
         self._before = before  # the document before the point where generation starts
@@ -93,6 +95,7 @@ class NameMonitor:
         self._deadline = deadline
         self.stats = stats or MonitorStats()
         self._heal = heal
+        self._affinity = affinity  # logit bonus for names the assignment target points to (0: off)
         self._out = bytearray()
         self._steps: list[_Step] = []
         self._pending = False
@@ -131,7 +134,8 @@ class NameMonitor:
         if step.names is None:
             return start
         heal = self._heal.encode("utf-8")
-        return _Step(start.out_len, start.lex, frozenset(heal + n for n in step.names), b"")
+        prefer = tuple((strength, frozenset(heal + n for n in names)) for strength, names in step.prefer)
+        return _Step(start.out_len, start.lex, frozenset(heal + n for n in step.names), b"", prefer)
 
     def _healed_probe(self, start: _Step) -> tuple[NameMonitor, _Step]:
         """A monitor whose document goes on with the healed text, and its first step there."""
@@ -162,6 +166,30 @@ class NameMonitor:
         self.stats.ms += (time.perf_counter() - t0) * 1000
         return mask
 
+    def bias(self) -> torch.Tensor | None:
+        """Logit bonuses [V] for the next token of each name the assignment target names
+        (`enc = self.` -> `encoding`; see monitors.affinity), or None.
+
+        Only the natural next token of the name gets it (the longest token that goes on with
+        it, or one that finishes it and breaks), not every token on its path: a bonus on `c`
+        of `cache` would spell the name letter by letter where the model prefers `cache`."""
+        self._resolve()
+        step = self._steps[-1]
+        if step.names is None or not step.prefer or self._affinity <= 0:
+            return None
+        t0 = time.perf_counter()
+        out = torch.zeros(self._index.name_mask(step.names, step.typed).shape[0])
+        for strength, names in step.prefer:  # ascending: a stronger relation overrides
+            ids = set(self._index.name_completion_ids(names, step.typed))
+            for name in names:
+                if name.startswith(step.typed) and (ahead := self._index.prefixes_of(name[len(step.typed):])):
+                    longest = len(self._index.token_bytes(ahead[-1]))
+                    ids.update(i for i in ahead if len(self._index.token_bytes(i)) == longest)
+            if ids:
+                out[sorted(ids)] = strength * self._affinity
+        self.stats.ms += (time.perf_counter() - t0) * 1000
+        return out if bool(out.any()) else None
+
     def accept(self, token_id: int) -> None:
         self._resolve()
         t0 = time.perf_counter()
@@ -174,7 +202,7 @@ class NameMonitor:
             self.stats.constrained += 1
             typed = step.typed + piece
             if any(n.startswith(typed) for n in step.names):
-                nxt = _Step(len(self._out), lex, step.names, typed)  # still on the way to a name
+                nxt = _Step(len(self._out), lex, step.names, typed, step.prefer)  # still on the way to a name
             else:
                 done = [n for n in step.names if typed.startswith(n) and not _IDENT.match(typed, len(n))]
                 if done:
@@ -199,7 +227,8 @@ class NameMonitor:
         self._resolve()
         self.stats.ms += (time.perf_counter() - t0) * 1000
         other = NameMonitor(self._index, self._analysis, self._before, self._after, self._path,
-                            self._workspace, self._deadline, self.stats, heal=self._heal, _init=False)
+                            self._workspace, self._deadline, self.stats, heal=self._heal,
+                            affinity=self._affinity, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
         return other
@@ -217,7 +246,8 @@ class NameMonitor:
         if not names or not any(n.encode("utf-8").startswith(typed) for n in names):
             self.stats.stepped_aside += 1
             return step
-        return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), typed)
+        return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), typed,
+                     _prefer(names, self._before[:dot]))
 
     def _inside_piece(self, step: _Step, piece: bytes) -> _Step:
         """A token that carries the dot and the start of the name (`._`, `.__`): check it after the fact."""
@@ -236,7 +266,7 @@ class NameMonitor:
         if not any(n.startswith(typed) for n in valid):
             self.stats.stepped_aside += 1
             return step
-        return _Step(step.out_len, step.lex, frozenset(valid), typed)
+        return _Step(step.out_len, step.lex, frozenset(valid), typed, _prefer(names or frozenset(), text[:dot]))
 
     def _query(self, step: _Step) -> tuple[str, int, str] | None:
         """(code, offset, lead) of the jedi query if the text ends at a trigger in code; `lead`
@@ -276,6 +306,14 @@ class NameMonitor:
         if not names:
             self.stats.stepped_aside += 1
             return step
+        prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()
         if not lead:
             names = names | seen_attributes(code, offset)
-        return _Step(step.out_len, step.lex, frozenset((lead + n).encode("utf-8") for n in names), b"")
+            prefer = _prefer(names, code[:offset])
+        return _Step(step.out_len, step.lex, frozenset((lead + n).encode("utf-8") for n in names), b"", prefer)
+
+
+def _prefer(names: frozenset[str], before: str) -> tuple[tuple[float, frozenset[bytes]], ...]:
+    """The names related to the assignment target that `before` ends in, by strength, as bytes."""
+    return tuple((strength, frozenset(n.encode("utf-8") for n in group))
+                 for strength, group in sorted(preferred(names, before).items()))

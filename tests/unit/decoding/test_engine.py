@@ -137,6 +137,48 @@ def test_unsatisfiable_monitor_ends_the_draft(engine: Engine) -> None:
     assert d.token_ids == [] and d.stop_reason == "monitor"
 
 
+class Preferrer:
+    """A monitor that allows everything and adds a bonus to one token (or fails doing so)."""
+
+    done = False
+
+    def __init__(self, vocab_size: int, token: int, bonus: float, broken: bool = False):
+        self.n, self.token, self.bonus, self.broken = vocab_size, token, bonus, broken
+        self.accepted: list[int] = []
+
+    def allowed(self) -> None:
+        return None
+
+    def bias(self) -> torch.Tensor:
+        if self.broken:
+            raise RuntimeError("analysis failed")
+        out = torch.zeros(self.n)
+        out[self.token] = self.bonus
+        return out
+
+    def accept(self, token_id: int) -> None:
+        self.accepted.append(token_id)
+
+    def rollback(self, n: int) -> None: ...
+    def fork(self) -> "Preferrer":
+        return self
+
+
+def test_a_monitor_bonus_changes_the_greedy_choice_by_its_size(engine: Engine) -> None:
+    logits = torch.zeros(engine.vocab.vocab_size)
+    logits[10], logits[20] = 5.0, 3.0
+    budget = Budget(1, time.perf_counter() + 600)
+    for bonus, expected in ((1.5, 10), (2.5, 20)):
+        m = Preferrer(engine.vocab.vocab_size, 20, bonus)
+        d = decode_draft(engine.backend, logits, engine.vocab, [m], NoStop(), b"", set(), budget)  # type: ignore[list-item,arg-type]
+        assert d.token_ids == [expected] and m.accepted == [expected]
+    # The draft's log-probability stays the model's own, not the biased one.
+    assert d.logprobs[0] == pytest.approx(float(torch.log_softmax(logits, -1)[20]))
+    broken = Preferrer(engine.vocab.vocab_size, 20, 9.0, broken=True)
+    d = decode_draft(engine.backend, logits, engine.vocab, [broken], NoStop(), b"", set(), budget)  # type: ignore[list-item,arg-type]
+    assert d.token_ids == [10] and broken.accepted == []  # a failing monitor is dropped, the draft goes on
+
+
 def test_healing_reproduces_the_removed_text(tiny: LoadedModel, engine: Engine) -> None:
     prompt = build_prompt(tiny.tokenizer, CODE, len(CODE), 1536)
     assert prompt.heal.endswith("jo")

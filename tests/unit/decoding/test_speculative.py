@@ -26,6 +26,7 @@ PROMPTS = [
     "from collections import ",
     "async def main():\n    await asyncio.sleep(",
     "numbers = sorted(set(numbers), key=lambda n: -n)\nprint(numbers[",
+    "import os\n\n\ndef split(p):\n    sep = os.",  # the name monitor's bonus for `sep`
 ]
 
 
