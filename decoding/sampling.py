@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -77,41 +78,38 @@ def choose(logits: Tensor, temperature: float, top_p: float, generator: torch.Ge
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def combined_mask(monitors: list[Monitor]) -> Tensor | None:
-    """AND of the active monitors' masks; drops monitors that are done or that fail."""
-    mask = None
+def _answers(monitors: list[Monitor], ask: Callable[[Monitor], Tensor | None], drop_done: bool) -> list[Tensor]:
+    """`ask(m)` of each monitor that is not done, where not None; a monitor that fails is
+    dropped (it steps aside, the draft goes on), and with `drop_done` so is one that is done."""
+    out = []
     for m in list(monitors):
         try:
             if m.done:
-                monitors.remove(m)
+                if drop_done:
+                    monitors.remove(m)
                 continue
-            allowed = m.allowed()
-        except Exception:  # a broken monitor steps aside; the draft goes on
-            log.exception("monitor %s failed; decoding goes on without it", type(m).__name__)
-            monitors.remove(m)
-            continue
-        if allowed is not None:
-            mask = allowed if mask is None else mask & allowed
-    return mask
-
-
-def combined_bias(monitors: list[Monitor]) -> Tensor | None:
-    """Sum of the logit bonuses [V] of the active monitors that prefer some allowed tokens
-    (a `bias()` method: the name monitor's affinity); drops monitors that fail."""
-    total = None
-    for m in list(monitors):
-        prefer = getattr(m, "bias", None)
-        if prefer is None or m.done:
-            continue
-        try:
-            bias = prefer()
+            answer = ask(m)
         except Exception:
             log.exception("monitor %s failed; decoding goes on without it", type(m).__name__)
             monitors.remove(m)
             continue
-        if bias is not None:
-            total = bias if total is None else total + bias
-    return total
+        if answer is not None:
+            out.append(answer)
+    return out
+
+
+def combined_mask(monitors: list[Monitor]) -> Tensor | None:
+    """AND of the active monitors' masks; drops monitors that are done or that fail."""
+    masks = _answers(monitors, lambda m: m.allowed(), drop_done=True)
+    return functools.reduce(torch.logical_and, masks) if masks else None
+
+
+def combined_bias(monitors: list[Monitor]) -> Tensor | None:
+    """Sum of the logit bonuses [V] of the monitors that prefer some allowed tokens (a
+    `bias()` method: the name monitor's affinity); drops monitors that fail, keeps done ones
+    (a drafter may roll back to where they apply)."""
+    biases = _answers(monitors, lambda m: m.bias() if hasattr(m, "bias") else None, drop_done=False)
+    return functools.reduce(torch.add, biases) if biases else None
 
 
 def accept_all(monitors: list[Monitor], token: int) -> None:

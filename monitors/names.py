@@ -60,7 +60,7 @@ class _Step:
     lex: LexState
     names: frozenset[bytes] | None  # the active constraint, or None
     typed: bytes = b""  # identifier bytes typed since the trigger
-    prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()  # (strength, names) by affinity, ascending
+    prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()  # (strength, names) by affinity
 
 
 _RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
@@ -178,17 +178,12 @@ class NameMonitor:
         if step.names is None or not step.prefer or self._affinity <= 0:
             return None
         t0 = time.perf_counter()
-        out = torch.zeros(self._index.name_mask(step.names, step.typed).shape[0])
-        for strength, names in step.prefer:  # ascending: a stronger relation overrides
-            ids = set(self._index.name_completion_ids(names, step.typed))
-            for name in names:
-                if name.startswith(step.typed) and (ahead := self._index.prefixes_of(name[len(step.typed):])):
-                    longest = len(self._index.token_bytes(ahead[-1]))
-                    ids.update(i for i in ahead if len(self._index.token_bytes(i)) == longest)
-            if ids:
-                out[sorted(ids)] = strength * self._affinity
+        out = None
+        for strength, names in step.prefer:  # a token on two names' paths gets the stronger bonus
+            add = self._index.name_next_mask(names, step.typed) * (strength * self._affinity)  # [V] float
+            out = add if out is None else torch.maximum(out, add)
         self.stats.ms += (time.perf_counter() - t0) * 1000
-        return out if bool(out.any()) else None
+        return out if out is not None and bool(out.any()) else None
 
     def accept(self, token_id: int) -> None:
         self._resolve()

@@ -461,6 +461,14 @@ class VocabIndex:
         key = ("names", frozenset(names), bytes(typed))
         return self._cached(key, lambda: self._build_names(key[1], key[2]))
 
+    def name_next_mask(self, names: Iterable[str | bytes], typed: bytes = b"") -> torch.Tensor:
+        """Return the mask [V] of each name's natural next token after `typed`: the longest
+        token on its path, and the tokens that finish it and break (cached; do not mutate).
+
+        A subset of `name_mask`: where the model would write `cache`, not `c` or `ca`."""
+        key = ("next", frozenset(names), bytes(typed))
+        return self._cached(key, lambda: self._build_next(key[1], key[2]))
+
     def ident_continuation_mask(self) -> torch.Tensor:
         """Return the mask [V] of tokens whose first byte can continue an identifier.
 
@@ -535,17 +543,29 @@ class VocabIndex:
                     out.append((a, lo))
         return out
 
-    def _build_names(self, names: frozenset[str | bytes], typed: bytes) -> torch.Tensor:
-        rests, beyond = self._name_rests(names, typed)
+    def _completion_mask(self, rests: set[bytes], beyond: bool) -> torch.Tensor:
+        """The mask [V] of the tokens `rest + break byte + anything` (see _completion_slices)."""
         sel = np.zeros(len(self._keys), dtype=bool)
         for a, b in self._completion_slices(rests, beyond):
             sel[a:b] = True
-        mask = np.zeros(self.vocab_size, dtype=bool)  # [V]
-        mask[self._sorted_ids_np[sel]] = True
+        return self._sorted_mask(sel)
+
+    def _build_names(self, names: frozenset[str | bytes], typed: bytes) -> torch.Tensor:
+        rests, beyond = self._name_rests(names, typed)
+        mask = self._completion_mask(rests, beyond)
         prefix = self._prefix_ids(rests)
         if prefix:
             mask[prefix] = True
-        return torch.from_numpy(mask)
+        return mask
+
+    def _build_next(self, names: frozenset[str | bytes], typed: bytes) -> torch.Tensor:
+        rests, beyond = self._name_rests(names, typed)
+        mask = self._completion_mask(rests, beyond)
+        for rest in rests:
+            if ahead := self.prefixes_of(rest):  # shortest first
+                longest = len(self._pieces[ahead[-1]])
+                mask[[i for i in ahead if len(self._pieces[i]) == longest]] = True
+        return mask
 
     def _sorted_mask(self, sel: np.ndarray) -> torch.Tensor:
         """Return the mask [V] of the tokens selected in byte order."""
