@@ -173,6 +173,14 @@ def test_feeding_in_chunks_is_feeding_at_once(pieces: list[bytes], data: st.Data
 # initial_state against Python's own tokenizer.
 
 
+@pytest.fixture(autouse=True)
+def _unhurried_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tree-sitter gets all the time it needs here. These tests check where it starts the
+    lexer; on a loaded machine its 25 ms budget would send some cuts to the fallback, and
+    the result would depend on the machine's load, not on the code."""
+    monkeypatch.setattr(syntax, "PARSE_BUDGET_S", 60.0)
+
+
 def tokenize_oracle(prefix: str) -> tuple[int, str] | None:
     """(open brackets, mode) at the end of `prefix` by the stdlib tokenizer, or None.
 
