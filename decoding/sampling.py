@@ -218,15 +218,21 @@ class Drafting:
                 return False
         return True
 
-    def text(self) -> str:
-        """The visible text so far (past the healed part)."""
-        return bytes(self.out[len(self.heal) :]).decode("utf-8", errors="ignore")
+    def text(self, end: int | None = None) -> str:
+        """The visible text so far (past the healed part), up to byte `end` of the output."""
+        return bytes(self.out[len(self.heal) : end]).decode("utf-8", errors="ignore")
 
     def shown(self) -> str:
         """The text a finished draft shows (the stopping rules' trimming applied)."""
+        if not self.healed:
+            return ""
         # An uncertain stop keeps the confident part of the last line: that part is the suggestion.
         complete = self.reason in ("rule", "eos", "uncertain")
-        return self.rules.finish(self.text(), complete=complete) if self.healed else ""
+        # A draft cut in the middle of a constrained name (`Graph.add_ed`) does not show the
+        # half name: it is no attribute that exists.
+        cut = max((_unfinished(m) for m in self.active), default=0)
+        end = max(len(self.heal), len(self.out) - cut)
+        return self.rules.finish(self.text(end), complete=complete)
 
     def finish(self, reason: str, ms: float) -> Draft:
         """The finished draft; `reason` applies if it is still live (a budget ran out)."""
@@ -237,6 +243,15 @@ class Drafting:
         n = len(d.token_ids)
         d.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
         return d
+
+
+def _unfinished(m: Monitor) -> int:
+    """Bytes of a name the monitor still has half typed (0 for monitors that do not say)."""
+    try:
+        return int(getattr(m, "unfinished", lambda: 0)())
+    except Exception:  # a failing monitor never costs the suggestion
+        log.exception("monitor %s failed", type(m).__name__)
+        return 0
 
 
 def out_of_budget(budget: Budget, n_tokens: int) -> str:

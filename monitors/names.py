@@ -156,6 +156,15 @@ class NameMonitor:
         """True while a name constraint applies."""
         return self._steps[-1].names is not None
 
+    def unfinished(self) -> int:
+        """How many bytes at the end of the output begin a name that is not finished: a draft
+        cut there (time budget, token limit, an unsure next token) would show a name that
+        does not exist, so the decoder leaves them out of the suggestion."""
+        step = self._steps[-1]
+        if step.names is None or not step.typed or step.typed in step.names:
+            return 0
+        return min(len(step.typed), len(self._out))
+
     def allowed(self) -> torch.Tensor | None:
         self._resolve()
         step = self._steps[-1]

@@ -250,3 +250,23 @@ def test_relative_imports_offer_the_package_modules(smol_index: VocabIndex, anal
     allowed = {smol_index.token_bytes(t) for t in torch.nonzero(mask).flatten().tolist()}
     assert b"models" in allowed or b"mod" in allowed or b"model" in allowed  # the parent's modules
     assert b"views" not in allowed
+
+
+def test_a_draft_cut_in_the_middle_of_a_name_does_not_show_the_half_name(smol_index: VocabIndex,
+                                                                         analysis: Analysis) -> None:
+    from decoding.sampling import Drafting
+    from tests.unit.decoding.test_engine import NoStop
+
+    def drafting(*pieces: bytes) -> Drafting:
+        d = Drafting(smol_index, [monitor(smol_index, analysis, "import os\n\nx = os.path.")], NoStop(), b"", set())  # type: ignore[arg-type]
+        logits = torch.zeros(smol_index.vocab_size)
+        for t in ids(smol_index, *pieces):
+            assert d.take(t, logits, logits)
+        d.reason = "time"  # the time budget ran out here
+        return d
+
+    assert smol_index.ids_of(b"spl") and not any(n == "spl" for n in dir(os.path))
+    assert drafting(b"spl").shown() == ""  # half of `splitext`: not shown
+    assert drafting(b"join").shown() == "join"  # a whole name (though `joinpath`-like ones go on)
+    assert drafting(b"join", b"(", b"os", b".", b"get").shown() == "join(os."  # only the half name goes
+    assert drafting(b"join", b"(").shown() == "join("
