@@ -1,7 +1,10 @@
 """Build the development set: completion cases sampled from real, pinned open-source packages.
 
     python benchmarks/build_devset.py [--workspace benchmarks/workspace] [--out benchmarks/devset.jsonl]
-                                      [--per-kind 100] [--seed 0] [--install-only]
+                                      [--per-kind 100] [--seed 0] [--install-only] [--exclude FILE]
+
+A held-out sample for checking what was tuned on the dev set: another seed, minus the dev
+set's cases (`--seed 7 --exclude benchmarks/devset.jsonl --out /tmp/heldout.jsonl`).
 
 The pinned packages are installed with `pip --no-deps` into the workspace (skipped when its
 stamp file already lists exactly these pins). Two kinds of cases are sampled, spread evenly
@@ -410,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-kind", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install-only", action="store_true")
+    ap.add_argument("--exclude", type=Path, action="append", default=[],
+                    help="leave out the cases whose id is in this JSONL (a held-out sample: --seed 7 --exclude benchmarks/devset.jsonl)")
     args = ap.parse_args(argv)
     workspace = args.workspace.resolve()
     t0 = time.perf_counter()
@@ -417,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.install_only:
         return 0
     cases = sorted(build(workspace, args.per_kind, args.seed), key=sort_key)
+    taken = {json.loads(line)["id"] for path in args.exclude for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    cases = [c for c in cases if c["id"] not in taken]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8", newline="\n") as f:
         for case in cases:

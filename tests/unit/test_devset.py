@@ -61,3 +61,15 @@ def test_targets(cases: list[dict]) -> None:
             offset = to_offset(case["text"], case["line"], case["character"])
             assert case["text"][offset - 1] == ".", case["id"]
             assert case["ident"].isidentifier() and target.startswith(case["ident"]), case["id"]
+
+
+def test_a_held_out_sample_leaves_out_the_dev_sets_cases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         cases: list[dict]) -> None:
+    import benchmarks.build_devset as builder
+
+    drawn = [cases[0], cases[-1], {**cases[1], "id": "new.py:1:1", "file": "new.py"}]
+    monkeypatch.setattr(builder, "install", lambda workspace: None)
+    monkeypatch.setattr(builder, "build", lambda workspace, per_kind, seed: list(drawn))
+    out = tmp_path / "heldout.jsonl"
+    assert builder.main(["--seed", "7", "--out", str(out), "--exclude", str(DEVSET)]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["new.py:1:1"]
