@@ -159,11 +159,15 @@ class NameMonitor:
     def unfinished(self) -> int:
         """How many bytes at the end of the output begin a name that is not finished: a draft
         cut there (time budget, token limit, an unsure next token) would show a name that
-        does not exist, so the decoder leaves them out of the suggestion."""
+        does not exist (`Graph.add_ed`) or a dot waiting for one (`items[2].`), so the decoder
+        leaves them out of the suggestion."""
         step = self._steps[-1]
-        if step.names is None or not step.typed or step.typed in step.names:
+        if step.names is None or step.typed in step.names:
             return 0
-        return min(len(step.typed), len(self._out))
+        n = min(len(step.typed), len(self._out))
+        if n == len(step.typed) and self._out[: len(self._out) - n].endswith(b"."):
+            n += 1  # the trigger's dot, when the draft wrote it
+        return n
 
     def allowed(self) -> torch.Tensor | None:
         self._resolve()

@@ -266,7 +266,10 @@ def test_a_draft_cut_in_the_middle_of_a_name_does_not_show_the_half_name(smol_in
         return d
 
     assert smol_index.ids_of(b"spl") and not any(n == "spl" for n in dir(os.path))
-    assert drafting(b"spl").shown() == ""  # half of `splitext`: not shown
+    assert drafting(b"spl").shown() == ""  # half of `splitext`: not shown (the dot is the document's)
     assert drafting(b"join").shown() == "join"  # a whole name (though `joinpath`-like ones go on)
-    assert drafting(b"join", b"(", b"os", b".", b"get").shown() == "join(os."  # only the half name goes
+    # A half name after a dot the draft wrote goes with its dot; so does a dot with no name yet.
+    assert drafting(b"join", b"(", b"os", b".", b"get").shown() == "join(os"
+    assert drafting(b"join", b"(", b"os", b".").shown() == "join(os"
+    assert drafting(b"join", b"(", b"os", b".", b"getcwd").shown() == "join(os.getcwd"
     assert drafting(b"join", b"(").shown() == "join("
