@@ -417,13 +417,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave out the cases whose id is in this JSONL (a held-out sample: --seed 7 --exclude benchmarks/devset.jsonl)")
     args = ap.parse_args(argv)
     workspace = args.workspace.resolve()
+    # Read before the minutes of sampling, so that a wrong path fails at once.
+    taken = {json.loads(line)["id"] for path in args.exclude for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
     t0 = time.perf_counter()
     install(workspace)
     if args.install_only:
         return 0
-    cases = sorted(build(workspace, args.per_kind, args.seed), key=sort_key)
-    taken = {json.loads(line)["id"] for path in args.exclude for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
-    cases = [c for c in cases if c["id"] not in taken]
+    cases = [c for c in sorted(build(workspace, args.per_kind, args.seed), key=sort_key) if c["id"] not in taken]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8", newline="\n") as f:
         for case in cases:

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -19,6 +19,8 @@ from monitors.base import Monitor
 from monitors.vocab import VocabIndex
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,7 +80,7 @@ def choose(logits: Tensor, temperature: float, top_p: float, generator: torch.Ge
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def _answers(monitors: list[Monitor], ask: Callable[[Monitor], Tensor | None], drop_done: bool) -> list[Tensor]:
+def _answers(monitors: list[Monitor], ask: Callable[[Monitor], T | None], drop_done: bool) -> list[T]:
     """`ask(m)` of each monitor that is not done, where not None; a monitor that fails is
     dropped (it steps aside, the draft goes on), and with `drop_done` so is one that is done."""
     out = []
@@ -230,7 +232,8 @@ class Drafting:
         complete = self.reason in ("rule", "eos", "uncertain")
         # A draft cut in the middle of a constrained name (`Graph.add_ed`) does not show the
         # half name: it is no attribute that exists.
-        cut = max((_unfinished(m) for m in self.active), default=0)
+        cut = max(_answers(self.active, lambda m: m.unfinished() if hasattr(m, "unfinished") else None,
+                           drop_done=False), default=0)
         end = max(len(self.heal), len(self.out) - cut)
         return self.rules.finish(self.text(end), complete=complete)
 
@@ -243,15 +246,6 @@ class Drafting:
         n = len(d.token_ids)
         d.stats = {"tokens": n, "decode_ms": ms, "ms_per_token": ms / n if n else math.nan}
         return d
-
-
-def _unfinished(m: Monitor) -> int:
-    """Bytes of a name the monitor still has half typed (0 for monitors that do not say)."""
-    try:
-        return int(getattr(m, "unfinished", lambda: 0)())
-    except Exception:  # a failing monitor never costs the suggestion
-        log.exception("monitor %s failed", type(m).__name__)
-        return 0
 
 
 def out_of_budget(budget: Budget, n_tokens: int) -> str:
