@@ -363,6 +363,10 @@ class Engine:
         """Let static analysis read a document in the background (an editor just opened it)."""
         return self.analysis.warm(text, path, workspace)
 
+    def files_saved(self) -> None:
+        """Files changed on disk: static analysis must read the workspace's modules again."""
+        self.analysis.invalidate()
+
     def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
         """The monitors of one request (each draft gets forks): healing, and with `monitors` on,
         syntax, names and calls."""

@@ -548,6 +548,13 @@ def create_server(base: Settings | None = None) -> DraftServer:
         if ls.engine is not None and ls.settings.monitors and params.text_document.language_id == "python":
             ls.engine.warm(params.text_document.text, _fs_path(params.text_document.uri), ls.workspace.root_path)
 
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    @guarded(lambda: None)
+    async def did_save(ls: DraftServer, params: types.DidSaveTextDocumentParams) -> None:
+        # jedi reads the other modules from disk, and keeps what it inferred from them for a while.
+        if ls.engine is not None:
+            ls.engine.files_saved()
+
     @server.command(STATUS_COMMAND)
     def status(ls: DraftServer, *args: Any) -> dict[str, Any]:
         # `{"uri": ...}` as argument adds the server's view of that document (tests compare it).

@@ -31,6 +31,8 @@ CACHE_SIZE = 512  # answers kept (names or signatures; keyed by digests of the c
 HUNG_S = 30.0  # a query running longer than this has hung jedi: later ones get a fresh thread
 MAX_INFLIGHT = 32  # queries queued or running at once; past it, monitors step aside
 PROJECTS = 8  # jedi projects kept, one per workspace (or folder of a file outside any)
+STATE_TTL_S = 30.0  # a workspace's shared inference state is rebuilt after this (files on disk change)
+STATE_QUERIES = 256  # ... or after this many queries: its caches only grow
 
 
 @dataclass
@@ -45,12 +47,14 @@ class AnalysisStats:
     hung: int = 0  # times a stuck jedi thread was left behind for a fresh one
     busy: int = 0  # queries refused because MAX_INFLIGHT were waiting
     dynamic: int = 0  # the object has __getattr__: any name may be valid, so no constraint
+    invalidated: int = 0  # times saved files made the answers and inferences be forgotten
     query_ms: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {"queries": self.queries, "cache_hits": self.cache_hits, "timeouts": self.timeouts,
                 "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic, "hung": self.hung, "busy": self.busy,
+                "invalidated": self.invalidated,
                 "query_ms": round(self.query_ms, 1)}
 
 
@@ -99,6 +103,8 @@ class Analysis:
         # One thread: jedi and parso keep global caches that are not safe to share.
         self._jedi = ThreadPoolExecutor(max_workers=1, thread_name_prefix="draftls-jedi")
         self._running_since: float | None = None  # when the jedi thread's current query started
+        self._states = _States()  # per jedi thread: a hung thread left behind keeps its own
+        self._epoch = 0  # bumped by `invalidate`: older shared states are dropped
 
     @property
     def cache_size(self) -> int:
@@ -145,8 +151,9 @@ class Analysis:
             self.stats.queries += 1
             run = self._complete if key[0] == "names" else self._signatures
             job = self._inflight[key] = self._jedi.submit(self._timed, run, code, offset, path, workspace)
+            epoch = self._epoch
         # Outside the lock: a job that is already done runs the callback right here.
-        job.add_done_callback(lambda j: self._finish(key, j))
+        job.add_done_callback(lambda j: self._finish(key, j, epoch))
         return job
 
     def _timed(self, run: Any, *args: Any) -> Result | None:
@@ -156,9 +163,11 @@ class Analysis:
         finally:
             self._running_since = None
 
-    def _finish(self, key: tuple[str, ...], job: Future[Result | None]) -> None:
+    def _finish(self, key: tuple[str, ...], job: Future[Result | None], epoch: int) -> None:
         with self._lock:
             self._inflight.pop(key, None)
+            if epoch != self._epoch:  # asked before files changed: the answer may be out of date
+                return
         if job.exception() is None:
             self._store(key, job.result())
 
@@ -221,14 +230,45 @@ class Analysis:
             if len(self._distinct) > CACHE_SIZE:  # forget the answers no key holds any more
                 self._distinct = {v: v for v in self._cache.values() if v is not None}
 
+    def invalidate(self) -> None:
+        """Files on disk changed (a save): forget the answers and jedi's inferences about them."""
+        with self._lock:
+            self._epoch += 1
+            self.stats.invalidated += 1
+            self._cache.clear()
+            self._distinct.clear()
+
     def _script(self, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[object, int, int]:
         """A jedi Script of `code`, and `offset` as jedi's (1-based line, column)."""
         import jedi
 
         line = code.count("\n", 0, offset) + 1
         column = offset - (code.rfind("\n", 0, offset) + 1)
-        script = jedi.Script(code=code, path=path, project=self._project(workspace, path), environment=self._env())
+        root, project = self._project(workspace, path)
+        script = jedi.Script(code=code, path=path, project=project, environment=self._env())
+        self._share_state(script, root)
         return script, line, column
+
+    def _share_state(self, script: Any, root: str) -> None:
+        """Let `script` infer with the state that the workspace's earlier queries built.
+
+        jedi gives every Script a fresh inference state, so each query infers the receiver's
+        class, its bases and the modules they come from all over again: most of a query's
+        time. The other modules' files do not change between keystrokes, so a state is kept
+        per workspace, for STATE_TTL_S or until `invalidate`. The document itself is parsed
+        anew by each Script, and its module replaces the older one in the state's module cache.
+        """
+        state = self._states.by_root.get(root)
+        if (state is None or state.epoch != self._epoch or state.queries >= STATE_QUERIES
+                or time.monotonic() - state.born > STATE_TTL_S):
+            state = self._states.by_root[root] = _State(script._inference_state, time.monotonic(), self._epoch)
+            while len(self._states.by_root) > PROJECTS:
+                self._states.by_root.pop(next(iter(self._states.by_root)))
+        else:
+            script._inference_state = state.inference
+            # jedi's cap on inferences of one node counts per Script: a shared state starts each query at 0.
+            state.inference.inferred_element_counts = {}
+        state.queries += 1
 
     def _complete(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
         """Runs on the jedi thread."""
@@ -287,7 +327,8 @@ class Analysis:
             self._environment = jedi.InterpreterEnvironment()
         return self._environment
 
-    def _project(self, workspace: str | None, path: str | None) -> object:
+    def _project(self, workspace: str | None, path: str | None) -> tuple[str, object]:
+        """The jedi project of a workspace (or of the file's folder), and its root."""
         import jedi
 
         root = workspace or (str(Path(path).parent) if path else ".")
@@ -295,7 +336,7 @@ class Analysis:
         self._projects[root] = project  # the newest last; at most PROJECTS are kept
         while len(self._projects) > PROJECTS:
             self._projects.pop(next(iter(self._projects)))
-        return project
+        return root, project
 
     def warm(self, code: str, path: str | None, workspace: str | None) -> Future[None]:
         """Parse a document and infer its imports in the background (the first query is the slow one)."""
@@ -309,6 +350,23 @@ class Analysis:
             except Exception as e:
                 log.info("jedi warm-up failed for %s: %r", path, e)
         return self._jedi.submit(run)
+
+
+@dataclass
+class _State:
+    """A jedi inference state shared by the queries of one workspace."""
+
+    inference: Any
+    born: float
+    epoch: int
+    queries: int = 0
+
+
+class _States(threading.local):
+    """Shared inference states by workspace root, one set per jedi thread (jedi is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self.by_root: dict[str, _State] = {}
 
 
 def _closers(text: str) -> str:

@@ -110,6 +110,16 @@ async def test_initialize_advertises_inline_completion_and_incremental_sync(ls_t
     assert ls_tiny.init_result.server_info.name == "draftls"
 
 
+async def test_a_saved_file_makes_static_analysis_read_the_workspace_again(ls_tiny: LanguageClient):
+    await wait_state(ls_tiny, "ready")
+    sync = ls_tiny.init_result.capabilities.text_document_sync
+    assert getattr(sync, "save", None)  # clients send didSave only where the server asks for it
+    before = (await status(ls_tiny))["analysis"]["invalidated"]
+    ls_tiny.text_document_did_save(types.DidSaveTextDocumentParams(
+        text_document=types.TextDocumentIdentifier(uri="file:///tmp/saved.py")))
+    assert (await status(ls_tiny))["analysis"]["invalidated"] == before + 1
+
+
 async def test_model_loads_with_progress_and_init_options_apply(ls_tiny: LanguageClient):
     s = await wait_state(ls_tiny, "ready")
     assert s["model"] == "tiny" and s["backend"] == "torch" and s["device"] == "cpu"
