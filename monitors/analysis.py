@@ -5,6 +5,8 @@ Monitors ask only at triggers (after `obj.`, after `import `, after `f(`), never
 thread-safe and its first query in a file can take a second, so every query runs on one
 dedicated thread and the caller waits at most `timeout` seconds: a query that is late,
 raises or finds nothing makes the monitor step aside (the draft goes on unconstrained).
+The queries of a workspace share one jedi inference state for a while (see `_share_state`):
+a save (`invalidate`) or age renews it.
 """
 
 from __future__ import annotations
