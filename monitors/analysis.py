@@ -258,7 +258,9 @@ class Analysis:
         class, its bases and the modules they come from all over again: most of a query's
         time. The other modules' files do not change between keystrokes, so a state is kept
         per workspace, for STATE_TTL_S or until `invalidate`. The document itself is parsed
-        anew by each Script, and its module replaces the older one in the state's module cache.
+        anew by each Script, and its module replaces the older one in the state's module
+        cache; only another module that imports the document, inferred in an earlier query,
+        keeps the version it saw then until the state is renewed.
         """
         state = self._states.by_root.get(root)
         if (state is None or state.epoch != self._epoch or state.queries >= STATE_QUERIES
