@@ -178,6 +178,11 @@ class Analysis:
         """Completion names jedi gives at `offset` of `code`; None when it cannot decide."""
         return self._ask("names", code, offset, path, workspace, deadline, wait)
 
+    def answered(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
+        """The names at `offset` if a query has already answered them; never asks or waits."""
+        with self._lock:
+            return self._cache.get(self._key("names", code, offset, path, workspace))
+
     def signatures(self, code: str, offset: int, path: str | None, workspace: str | None,
                    deadline: float | None = None, wait: WaitBudget | None = None) -> tuple[Signature, ...] | None:
         """Signatures of the call whose arguments `offset` sits in; None when jedi cannot tell."""

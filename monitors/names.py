@@ -38,6 +38,7 @@ _IMPORT = re.compile(rb"(?:^|\n)[ \t]*(?:import|from[ \t]+[\w.]+[ \t]+import)"
 # `from .` / `from ..`: a relative import, where a module of the package (or ` import`) follows.
 _RELATIVE = re.compile(rb"(?:^|\n)[ \t]*from[ \t]+\.+\Z")
 _MID_WORD = re.compile(r"(?:[\w)\]}'\"])\.(\w+)\Z")
+_NAME = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*")
 _TAIL = 512  # bytes of context kept for trigger checks
 
 
@@ -99,6 +100,8 @@ class NameMonitor:
         self._out = bytearray()
         self._steps: list[_Step] = []
         self._pending = False
+        # Dereferences where jedi gave no answer in time: (output length at the dot, code, offset).
+        self._unchecked: list[tuple[int, str, int]] = []
         if _init:
             t0 = time.perf_counter()
             self._steps.append(_Step(0, lex if lex is not None else initial_state(before), None))
@@ -162,12 +165,32 @@ class NameMonitor:
         does not exist (`Graph.add_ed`) or a dot waiting for one (`items[2].`), so the decoder
         leaves them out of the suggestion."""
         step = self._steps[-1]
-        if step.names is None or step.typed in step.names:
-            return 0
-        n = min(len(step.typed), len(self._out))
-        if n == len(step.typed) and self._out[: len(self._out) - n].endswith(b"."):
-            n += 1  # the trigger's dot, when the draft wrote it
-        return n
+        n = 0
+        if step.names is not None and step.typed not in step.names:
+            n = min(len(step.typed), len(self._out))
+            if n == len(step.typed) and self._out[: len(self._out) - n].endswith(b"."):
+                n += 1  # the trigger's dot, when the draft wrote it
+        return max(n, self._late_cut())
+
+    def _late_cut(self) -> int:
+        """Bytes to drop from the end so that the output stops before the first name that a
+        late jedi answer shows to be missing. Where jedi had no answer in time the draft went
+        on unconstrained (`self._value` on a cold module); the query went on too, and its
+        answer is often in by the time the draft ends."""
+        for pos, code, offset in self._unchecked:
+            names = self._analysis.answered(code, offset, self._path, self._workspace)
+            if not names:
+                continue
+            m = _NAME.match(self._out, pos)
+            name = m.group().decode("utf-8", "replace") if m else ""
+            valid = names | seen_attributes(code, offset)
+            if not name or name in valid:
+                continue
+            if m.end() == len(self._out) and any(v.startswith(name) for v in valid):
+                continue  # cut while on the way to a valid name: `unfinished` has it
+            dot = pos - 1 if pos and self._out[pos - 1 : pos] == b"." else pos
+            return len(self._out) - dot
+        return 0
 
     def allowed(self) -> torch.Tensor | None:
         self._resolve()
@@ -229,6 +252,7 @@ class NameMonitor:
     def rollback(self, n: int) -> None:
         roll_back(self._steps, n)
         del self._out[self._steps[-1].out_len :]
+        self._unchecked = [u for u in self._unchecked if u[0] <= len(self._out)]
 
     def fork(self) -> NameMonitor:
         t0 = time.perf_counter()
@@ -239,6 +263,7 @@ class NameMonitor:
                             affinity=self._affinity, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
+        other._unchecked = list(self._unchecked)
         return other
 
     def _mid_word(self, step: _Step) -> _Step:
@@ -313,6 +338,8 @@ class NameMonitor:
                 return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), b"")
         if not names:
             self.stats.stepped_aside += 1
+            if names is None and not lead:
+                self._unchecked.append((len(self._out), code, offset))
             return step
         prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()
         if not lead:

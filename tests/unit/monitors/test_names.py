@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,38 @@ def test_a_draft_cut_in_the_middle_of_a_name_does_not_show_the_half_name(smol_in
     assert drafting(b"join", b"(", b"os", b".").shown() == "join(os"
     assert drafting(b"join", b"(", b"os", b".", b"getcwd").shown() == "join(os.getcwd"
     assert drafting(b"join", b"(").shown() == "join("
+
+
+def test_a_name_that_a_late_jedi_answer_shows_missing_is_not_shown(smol_index: VocabIndex,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """jedi gave no answer in time, so the draft went on unconstrained; the answer lands
+    before the draft is shown, and a name it lacks is cut off with its dot."""
+    from decoding.sampling import Drafting
+    from tests.unit.decoding.test_engine import NoStop
+
+    late = Analysis(timeout=0.0)  # no wait at all: every trigger steps aside, its query goes on
+    real = late._complete
+
+    def cold(*args: object) -> frozenset[str] | None:
+        time.sleep(0.2)  # a cold module: no query is done before the draft's next token
+        return real(*args)
+
+    monkeypatch.setattr(late, "_complete", cold)
+
+    def shown(*pieces: bytes, doc: str = "import os\n\nx = os.path.") -> str:
+        d = Drafting(smol_index, [monitor(smol_index, late, doc)], NoStop(), b"", set())  # type: ignore[arg-type]
+        logits = torch.zeros(smol_index.vocab_size)
+        for t in ids(smol_index, *pieces):
+            assert d.take(t, logits, logits)  # unconstrained: any token is taken
+        late._jedi.submit(lambda: None).result()  # the queries ahead of this one have answered
+        d.reason = "rule"
+        return d.shown()
+
+    assert "foo" not in dir(os) and "cwd" not in dir(os)
+    assert shown(b"join", b"(", b"os", b".", b"foo", b")") == "join(os"
+    assert shown(b"join", b"(", b"os", b".", b"getcwd", b"())") == "join(os.getcwd())"
+    # The first name, after the document's own dot (a new document: its query is not answered yet).
+    assert shown(b"foo", b"(", b"x", b")", doc="import os\n\ny = os.path.") == ""
+    # A half name that no valid name starts with (another document again, for a fresh query).
+    assert shown(b"join", b"(", b"os", b".", b"cwd", doc="import os\n\nz = os.path.") == "join(os"
+    assert late.stats.timeouts >= 4
