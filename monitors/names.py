@@ -183,11 +183,10 @@ class NameMonitor:
                 continue
             m = _NAME.match(self._out, pos)
             name = m.group().decode("utf-8", "replace") if m else ""
-            valid = names | seen_attributes(code, offset)
-            if not name or name in valid:
+            if name in names | seen_attributes(code, offset) or (not name and pos < len(self._out)):
                 continue
-            if m.end() == len(self._out) and any(v.startswith(name) for v in valid):
-                continue  # cut while on the way to a valid name: `unfinished` has it
+            # A missing name, half of one at the end (as `unfinished` drops), or a dot the
+            # draft ends with: the draft stops before the dot, when the dot is its own.
             dot = pos - 1 if pos and self._out[pos - 1 : pos] == b"." else pos
             return len(self._out) - dot
         return 0

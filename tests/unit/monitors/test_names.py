@@ -308,4 +308,7 @@ def test_a_name_that_a_late_jedi_answer_shows_missing_is_not_shown(smol_index: V
     assert shown(b"foo", b"(", b"x", b")", doc="import os\n\ny = os.path.") == ""
     # A half name that no valid name starts with (another document again, for a fresh query).
     assert shown(b"join", b"(", b"os", b".", b"cwd", doc="import os\n\nz = os.path.") == "join(os"
+    # Half of a valid name, and a dot with no name yet, are not shown either (as when constrained).
+    assert shown(b"join", b"(", b"os", b".", b"get", doc="import os\n\nw = os.path.") == "join(os"
+    assert shown(b"join", b"(", b"os", b".", doc="import os\n\nv = os.path.") == "join(os"
     assert late.stats.timeouts >= 4
