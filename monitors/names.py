@@ -163,7 +163,8 @@ class NameMonitor:
         """How many bytes at the end of the output begin a name that is not finished: a draft
         cut there (time budget, token limit, an unsure next token) would show a name that
         does not exist (`Graph.add_ed`) or a dot waiting for one (`items[2].`), so the decoder
-        leaves them out of the suggestion."""
+        leaves them out of the suggestion. Also covers a name that a late answer shows missing
+        (`_late_cut`)."""
         step = self._steps[-1]
         n = 0
         if step.names is not None and step.typed not in step.names:
