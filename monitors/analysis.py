@@ -162,8 +162,16 @@ class Analysis:
         self._running_since = time.monotonic()
         try:
             return run(*args)
+        except Exception:
+            self._drop_states()
+            raise
         finally:
             self._running_since = None
+
+    def _drop_states(self) -> None:
+        """On the jedi thread, after jedi raised: its memo caches may hold the placeholders
+        it stores while a value is being inferred, which would answer later queries."""
+        self._states.by_root.clear()
 
     def _finish(self, key: tuple[str, ...], job: Future[Result | None], epoch: int) -> None:
         with self._lock:
@@ -357,6 +365,7 @@ class Analysis:
                     if name.type == "module" or name.description.startswith(("import ", "from ")):
                         name.infer()
             except Exception as e:
+                self._drop_states()
                 log.info("jedi warm-up failed for %s: %r", path, e)
         return self._jedi.submit(run)
 

@@ -83,3 +83,28 @@ def test_a_state_is_rebuilt_after_its_query_budget(monkeypatch: pytest.MonkeyPat
         assert a.names(code, len(code), None, None) is not None
         seen.append(_states(a)["."].inference)
     assert len({id(s) for s in seen}) == 3 and seen[1] is seen[0] and seen[2] is seen[0] and seen[3] is not seen[0]
+
+
+def test_a_state_is_dropped_after_jedi_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """jedi leaves recursion placeholders in its memo caches when it raises mid-inference:
+    a state that saw an exception must not answer later queries."""
+    import jedi
+
+    a = Analysis(timeout=60)
+    code = "import os\nos."
+    assert a.names(code, len(code), None, None)
+    first = _states(a)["."].inference
+    real = jedi.Script.complete
+
+    def broken(self: jedi.Script, *args: object, **kwargs: object) -> object:
+        raise RuntimeError("jedi failed mid-query")
+
+    monkeypatch.setattr(jedi.Script, "complete", broken)
+    code = "import os\nx = 1\nos."
+    assert a.names(code, len(code), None, None) is None and a.stats.errors == 1
+    assert "." not in _states(a)
+    monkeypatch.setattr(jedi.Script, "complete", real)
+    code = "import os\nx = 2\nos."
+    names = a.names(code, len(code), None, None)
+    assert names is not None and "path" in names
+    assert _states(a)["."].inference is not first
