@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -62,6 +62,7 @@ class _Step:
     names: frozenset[bytes] | None  # the active constraint, or None
     typed: bytes = b""  # identifier bytes typed since the trigger
     prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()  # (strength, names) by affinity
+    unanswered: tuple[str, int] | None = None  # (code, offset) of a dereference jedi did not answer in time
 
 
 _RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
@@ -100,8 +101,6 @@ class NameMonitor:
         self._out = bytearray()
         self._steps: list[_Step] = []
         self._pending = False
-        # Dereferences where jedi gave no answer in time: (output length at the dot, code, offset).
-        self._unchecked: list[tuple[int, str, int]] = []
         if _init:
             t0 = time.perf_counter()
             self._steps.append(_Step(0, lex if lex is not None else initial_state(before), None))
@@ -125,7 +124,7 @@ class NameMonitor:
             if step.names is None and self._heal and not _IDENT.match(self._heal.encode()):
                 step = self._healed_trigger(start)
             elif step.names is None:
-                step = self._mid_word(start)
+                step = self._mid_word(step)
             self._steps[0] = step
 
     def _healed_trigger(self, start: _Step) -> _Step:
@@ -178,7 +177,7 @@ class NameMonitor:
         late jedi answer shows to be missing. Where jedi had no answer in time the draft went
         on unconstrained (`self._value` on a cold module); the query went on too, and its
         answer is often in by the time the draft ends."""
-        for pos, code, offset in self._unchecked:
+        for pos, (code, offset) in ((s.out_len, s.unanswered) for s in self._steps if s.unanswered):
             names = self._analysis.answered(code, offset, self._path, self._workspace)
             if not names:
                 continue
@@ -252,7 +251,6 @@ class NameMonitor:
     def rollback(self, n: int) -> None:
         roll_back(self._steps, n)
         del self._out[self._steps[-1].out_len :]
-        self._unchecked = [u for u in self._unchecked if u[0] <= len(self._out)]
 
     def fork(self) -> NameMonitor:
         t0 = time.perf_counter()
@@ -263,7 +261,6 @@ class NameMonitor:
                             affinity=self._affinity, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
-        other._unchecked = list(self._unchecked)
         return other
 
     def _mid_word(self, step: _Step) -> _Step:
@@ -338,9 +335,8 @@ class NameMonitor:
                 return _Step(step.out_len, step.lex, frozenset(n.encode("utf-8") for n in names), b"")
         if not names:
             self.stats.stepped_aside += 1
-            if names is None and not lead:
-                self._unchecked.append((len(self._out), code, offset))
-            return step
+            # No answer in time: the draft goes on, and `_late_cut` looks again when it ends.
+            return replace(step, unanswered=(code, offset)) if names is None and not lead else step
         prefer: tuple[tuple[float, frozenset[bytes]], ...] = ()
         if not lead:
             names = names | seen_attributes(code, offset)
