@@ -1,6 +1,7 @@
 """torch against ONNX Runtime (float32, int8, int4) and llama.cpp, in one run on one machine.
 
     .venv/bin/python benchmarks/bench_backends.py [--repeats 3] [--llamacpp-python /tmp/llamacpp-venv/bin/python]
+    .venv/bin/python benchmarks/bench_backends.py --device cuda   # torch and onnxruntime-gpu on a CUDA GPU
 
 Measures, on the same prompts (real code: the standard library's `argparse.py`):
 - the machine's weight-read floor: bytes of weights one decoded token reads (every layer's
@@ -12,6 +13,9 @@ Measures, on the same prompts (real code: the standard library's `argparse.py`):
   ~2,000-token file, as in bench_core.py;
 - llama.cpp (llama-cpp-python in its own venv, see llamacpp_worker.py) on the shipped GGUF
   with the same threads, when --llamacpp-python is given.
+With --device cuda: torch on the CPU (the reference tokens), torch on the GPU, and ONNX
+Runtime's CUDA provider in float32 (KV cache on the GPU by I/O binding, and copied from the
+host each call, to show what the binding saves) and int4; the floor is then the GPU's.
 Configurations run interleaved, round by round, so that the machine's drift hits all alike.
 Prints a Markdown section for BENCHMARKS.md.
 """
@@ -56,11 +60,11 @@ print(json.dumps(out))
 """
 
 
-def bandwidth_gbs(gib: float = 1.0, repeats: int = 5) -> float:
+def bandwidth_gbs(gib: float = 1.0, repeats: int = 5, device: str = "cpu") -> float:
     """Memory read bandwidth: a sum over a buffer far larger than the caches."""
-    x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32)
-    x.sum()
-    best = min(_timed(lambda: x.sum()) for _ in range(repeats))
+    x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32, device=device)
+    x.sum().item()
+    best = min(_timed(lambda: x.sum().item()) for _ in range(repeats))
     return x.numel() * 4 / best / 1e9
 
 
@@ -104,17 +108,41 @@ def edit_request_ms(engine: Engine, text: str, i: int) -> float:
     return engine.complete(CompletionRequest(edited, len(edited), settings=s)).timings["total_ms"]
 
 
+def cuda_configs(cpu_model: LoadedModel) -> dict[str, LoadedModel]:
+    """torch and ONNX Runtime on the GPU: float32 with the cache bound on the GPU and, for
+    comparison, copied from the host each call; int4 (MatMulNBits)."""
+    from models.onnx_backend import OnnxBackend
+
+    out = {"torch float32, CUDA": load_model(device="cuda")}
+    bound = to_onnx(cpu_model, "cuda", "none")
+    assert isinstance(bound.backend, OnnxBackend) and bound.backend.bound, "no CUDA provider, or torch without CUDA"
+    out["ONNX Runtime float32, CUDA"] = bound
+    m = cpu_model.backend.model  # type: ignore[attr-defined]
+    w = lambda t: t.detach().float().numpy()  # noqa: E731
+    host = OnnxBackend(Path(str(bound.info["onnx_dir"])), m.cfg, w(m.model.embed_tokens.weight),
+                       w(m.lm_head.weight), w(m.model.norm.weight), "cuda", bind=False)
+    out["ONNX Runtime float32, CUDA, cache copied from the host"] = LoadedModel(
+        cpu_model.spec, host, cpu_model.tokenizer, cpu_model.fim, 0.0, cpu_model.source, bound.info)
+    out["ONNX Runtime int4, CUDA"] = to_onnx(cpu_model, "cuda", "int4")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--llamacpp-python", help="a Python with llama-cpp-python, for the llama.cpp row")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = p.parse_args()
     torch_model = load_model()
-    configs: dict[str, LoadedModel] = {"torch float32": torch_model}
-    for q in ("none", "int8", "int4"):
-        configs[f"ONNX Runtime {'float32' if q == 'none' else q}"] = to_onnx(torch_model, "cpu", q)
-    bits = {"torch float32": 32, "ONNX Runtime float32": 32, "ONNX Runtime int8": 8, "ONNX Runtime int4": 5}  # int4: + a float32 scale per 32
+    ref_name = "torch float32" + (", CPU" if args.device == "cuda" else "")
+    configs: dict[str, LoadedModel] = {ref_name: torch_model}
+    if args.device == "cuda":
+        configs |= cuda_configs(torch_model)
+    else:
+        for q in ("none", "int8", "int4"):
+            configs[f"ONNX Runtime {'float32' if q == 'none' else q}"] = to_onnx(torch_model, "cpu", q)
+    bits = {name: 8 if "int8" in name else 5 if "int4" in name else 32 for name in configs}  # int4: + a float32 scale per 32
     prompt = code_ids(torch_model.tokenizer, 512)
     import argparse as ap
 
@@ -132,8 +160,8 @@ def main() -> None:
             res[name]["decode"].append(dec * 1000)
             tokens[name] = toks
             res[name]["edit"].append(edit_request_ms(engines[name], text, r))
-    gbs = bandwidth_gbs()
-    ref = tokens["torch float32"]
+    gbs = bandwidth_gbs(device=args.device)
+    ref = tokens[ref_name]
     llama = None
     if args.llamacpp_python:
         gguf = str(torch_model.spec.location)
@@ -143,15 +171,19 @@ def main() -> None:
         llama = json.loads(out.stdout.strip().splitlines()[-1])
     today = datetime.date.today().isoformat()
     lc = f" --llamacpp-python {args.llamacpp_python}" if args.llamacpp_python else ""
-    print(f"Command: `.venv/bin/python benchmarks/bench_backends.py --repeats {args.repeats}{lc}`  ")
-    print(f"Machine: {machine()}. Date: {today}. Memory read bandwidth: {gbs:.1f} GB/s.  ")
+    dev = " --device cuda" if args.device == "cuda" else ""
+    print(f"Command: `.venv/bin/python benchmarks/bench_backends.py --repeats {args.repeats}{lc}{dev}`  ")
+    import onnxruntime
+
+    print(f"Machine: {machine()}, onnxruntime {onnxruntime.__version__}. Date: {today}. "
+          f"Memory read bandwidth ({args.device}): {gbs:.1f} GB/s.  ")
     print(f"Prompt: {len(prompt)} tokens of `argparse.py`; decode: {args.tokens} greedy tokens; medians of "
           f"{args.repeats} interleaved rounds. Edit request: one line after a one-character edit in a "
           f"~2,000-token file (engine, KV reuse).\n")
     print("| backend | weights read per token | floor ms/token | decode ms/token | x floor | prefill tok/s "
           "| greedy tokens = torch | edit request ms | edit vs torch |")
     print("|---|---|---|---|---|---|---|---|---|")
-    torch_edit = statistics.median(res["torch float32"]["edit"])
+    torch_edit = statistics.median(res[ref_name]["edit"])
     for name in configs:
         wb = weight_bytes(torch_model, bits[name])
         floor = wb / (gbs * 1e9) * 1000

@@ -1,11 +1,13 @@
 """The ONNX Runtime backend: the exported graphs (models/onnx_export.py) behind the Backend interface.
 
 The KV cache lives here: per layer one buffer for K [1, Hkv, Dh, C] (transposed) and one
-for V [1, Hkv, C, Dh], and a fill length. The graphs read whole buffers (on the CPU, ONNX
-Runtime wraps numpy's memory without a copy) and a mask hides the unfilled part, so
-rolling back is setting the length. Capacity doubles when full. On CUDA
-(onnxruntime-gpu) the CUDAExecutionProvider runs the graphs, but the buffers are still
-host memory, copied in on each call: I/O binding, to keep them on the GPU, is not done.
+for V [1, Hkv, C, Dh], and a fill length. The graphs read whole buffers and a mask hides the
+unfilled part, so rolling back is setting the length. Capacity doubles when full. On the
+CPU the buffers are host tensors that ONNX Runtime reads without a copy. On CUDA
+(onnxruntime-gpu) they are CUDA tensors of torch, bound in place with I/O binding, so the
+cache never leaves the GPU; only the hidden state, masks and logits cross (a few KB a
+token). With a CPU-only torch beside onnxruntime-gpu the buffers stay on the host and are
+copied in on each call (said once in the log).
 
 The layers run in the export's segments (cut at the exit layers), so early exit and
 self-speculation work as on torch where their layers are segment bounds; per-layer fill
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +77,8 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, folder: Path, config: ModelConfig, embed_weight: np.ndarray, head_weight: np.ndarray,
-                 norm_weight: np.ndarray, device: str = "cpu", threads: int | None = None):
+                 norm_weight: np.ndarray, device: str = "cpu", threads: int | None = None,
+                 bind: bool | None = None):
         import onnxruntime as ort
 
         self.config = config
@@ -96,13 +100,29 @@ class OnnxBackend:
         self.providers = providers(device)
         meta = json.loads((folder / "export.json").read_text())
         self.segments = [(int(a), int(b)) for a, b in meta["segments"]]
-        session = lambda name: ort.InferenceSession(str(folder / name), so, providers=self.providers)  # noqa: E731
+        # Float32 stays float32 on the GPU: no TF32 matrix products, whose rounding would
+        # change greedy tokens against the CPU and torch.
+        options = [{"use_tf32": "0"} if p == "CUDAExecutionProvider" else {} for p in self.providers]
+        session = lambda name: ort.InferenceSession(str(folder / name), so, providers=self.providers,  # noqa: E731
+                                                    provider_options=options)
         self.layers = {(a, b): session(f"layers_{a}_{b}.onnx") for a, b in self.segments}
         self.kv = {(a, b): session(f"kv_{a}_{b}.onnx") for a, b in self.segments}
         self.head = session("head.onnx")
-        self.cuda = self.providers[0] == "CUDAExecutionProvider"
+        # A CUDA provider that is listed but cannot load (no CUDA or cuDNN libraries found)
+        # leaves the session on the CPU: believe the session, not the list.
+        self.cuda = "CUDAExecutionProvider" in self.head.get_providers()
+        if self.providers[0] == "CUDAExecutionProvider" and not self.cuda:
+            log.warning("ONNX Runtime's CUDA provider did not load (see its log above): running on the CPU")
+            self.providers = ["CPUExecutionProvider"]
         self.runs_on = "cuda" if self.cuda else "cpu"  # where the graphs run
         self.device = torch.device("cpu")  # where the tensors it returns live
+        # I/O binding (by default on CUDA only) needs memory we can write into at an offset:
+        # torch's. `bind` forces it either way (on the CPU it binds host memory: for tests).
+        on_gpu = self.cuda and torch.cuda.is_available()
+        self.bound = on_gpu if bind is None else bind
+        if self.cuda and not on_gpu:
+            log.info("torch has no CUDA here: the ONNX Runtime KV cache stays on the host, copied to the GPU each call")
+        self.cache_device = torch.device("cuda" if on_gpu else "cpu")
         inv_freq, self.rope_scale = config.inv_freq()
         self.inv_freq = inv_freq.numpy().astype(np.float64)
         self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
@@ -128,23 +148,49 @@ class OnnxBackend:
         """(Re)allocate the buffers with room for `capacity` positions, keeping what is filled."""
         c = self.config
         old = (self.k, self.v) if hasattr(self, "k") else None
+        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float32, device=self.cache_device)  # noqa: E731
         # Keys transposed, [1, Hkv, Dh, C]: the graph's scores are then a plain matrix product.
-        self.k = [np.zeros((1, c.num_kv_heads, c.head_dim, capacity), np.float32) for _ in range(c.num_layers)]
-        self.v = [np.zeros((1, c.num_kv_heads, capacity, c.head_dim), np.float32) for _ in range(c.num_layers)]
+        self.k = [zeros(1, c.num_kv_heads, c.head_dim, capacity) for _ in range(c.num_layers)]
+        self.v = [zeros(1, c.num_kv_heads, capacity, c.head_dim) for _ in range(c.num_layers)]
         if old is not None:
             for i, n in enumerate(self.lens):
                 self.k[i][..., :n] = old[0][i][..., :n]
                 self.v[i][:, :, :n] = old[1][i][:, :, :n]
         self.capacity = capacity
 
-    def _append(self, layer: int, k: np.ndarray, v: np.ndarray) -> None:
+    def _append(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Write the new K/V [1, Hkv, T, Dh] after the layer's fill."""
         n, t = self.lens[layer], k.shape[2]
         if n + t > self.capacity:
             self._alloc(max(2 * self.capacity, n + t))
-        self.k[layer][..., n : n + t] = k.transpose(0, 1, 3, 2)
+        self.k[layer][..., n : n + t] = k.transpose(2, 3)
         self.v[layer][:, :, n : n + t] = v
         self.lens[layer] = n + t
+
+    def _run(self, session: Any, feed: dict[str, np.ndarray], past: dict[str, Tensor],
+             shapes: list[tuple[int, ...]]) -> list[Tensor]:
+        """Run a graph on host inputs `feed` and cache buffers `past`; its outputs (of `shapes`)
+        as tensors on the cache's device. On CUDA the buffers and outputs are bound in place."""
+        if not self.bound:
+            out = session.run(None, {**feed, **{name: t.numpy() for name, t in past.items()}})
+            return [torch.from_numpy(o) for o in out]
+        dev = self.cache_device.type
+        io = session.io_binding()
+        for name, x in feed.items():
+            io.bind_cpu_input(name, x)
+        for name, t in past.items():
+            io.bind_input(name, dev, 0, np.float32, list(t.shape), t.data_ptr())
+        outs = []
+        for o, shape in zip(session.get_outputs(), shapes):
+            t = torch.empty(shape, dtype=torch.float32, device=self.cache_device)
+            io.bind_output(o.name, dev, 0, np.float32, list(shape), t.data_ptr())
+            outs.append(t)
+        if dev == "cuda":
+            # torch queues the cache writes on its own stream: they must land before ONNX
+            # Runtime reads the buffers on its stream (its run returns once its work is done).
+            torch.cuda.synchronize(self.cache_device)
+        session.run_with_iobinding(io)
+        return outs
 
     @property
     def length(self) -> int:
@@ -203,15 +249,18 @@ class OnnxBackend:
         mask_new = np.where(np.tril(np.ones((t, t), bool)) if new is None else new, 0.0, -np.inf).astype(np.float32)
         rope = self._rope(positions)
         h = np.ascontiguousarray(h, np.float32)
+        c = self.config
+        kv_shape = (1, c.num_kv_heads, t, c.head_dim)
         for a, b in self._segments(start, stop):
-            feed = {"h": h, "mask_past": mask_past, "mask_new": mask_new, **rope}
+            past = {}
             for i in range(a, b):
-                feed[f"past_k.{i}"] = self.k[i]
-                feed[f"past_v.{i}"] = self.v[i]
-            out = self.layers[(a, b)].run(None, feed)
+                past[f"past_k.{i}"] = self.k[i]
+                past[f"past_v.{i}"] = self.v[i]
+            out = self._run(self.layers[(a, b)], {"h": h, "mask_past": mask_past, "mask_new": mask_new, **rope},
+                            past, [tuple(h.shape)] + [kv_shape] * (2 * (b - a)))
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[1 + 2 * j], out[2 + 2 * j])
-            h = out[0]
+            h = out[0].cpu().numpy()
         return h
 
     def _logits(self, h: np.ndarray) -> Tensor:
@@ -251,8 +300,9 @@ class OnnxBackend:
         x = np.ascontiguousarray(h.float().cpu().numpy(), np.float32)
         n, t = self.lens[start], x.shape[1]
         rope = self._rope(np.arange(n, n + t))
+        kv_shape = (1, self.config.num_kv_heads, t, self.config.head_dim)
         for a, b in self._segments(start, stop):
-            out = self.kv[(a, b)].run(None, {"h": x, **rope})
+            out = self._run(self.kv[(a, b)], {"h": x, **rope}, {}, [kv_shape] * (2 * (b - a)))
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[2 * j], out[2 * j + 1])
 

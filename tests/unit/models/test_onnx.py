@@ -24,24 +24,31 @@ CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n
 PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
 
 
-def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none") -> OnnxBackend:
+def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none", device: str = "cpu",
+          bind: bool | None = None) -> OnnxBackend:
     """The loaded torch model exported to folder, cut at its exit heads and speculation's layers."""
     tb = loaded.backend
     model = tb.model  # type: ignore[attr-defined]
     cuts = sorted(tb.exit_heads) or default_exit_layers(model.cfg.num_layers)  # type: ignore[attr-defined]
-    export(model, folder, quantize, cuts)
-    w = lambda p: p.detach().numpy()  # noqa: E731
+    if not (folder / "export.json").is_file():
+        export(model, folder, quantize, cuts)
+    w = lambda p: p.detach().cpu().numpy()  # noqa: E731
     ob = OnnxBackend(folder, model.cfg, w(model.model.embed_tokens.weight), w(model.lm_head.weight),
-                     w(model.model.norm.weight), "cpu")
+                     w(model.model.norm.weight), device, bind=bind)
     if tb.exit_heads:  # type: ignore[attr-defined]
         ob.attach_heads(tb.exit_heads, tb.shortlist, tb.exit_thresholds)  # type: ignore[attr-defined]
     return ob
 
 
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedModel, OnnxBackend]:
+@pytest.fixture(scope="module", params=[False, True], ids=["host-feed", "io-binding"])
+def tiny_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[LoadedModel, OnnxBackend]:
+    """The tiny model and its export, fed plainly and (as on CUDA) through I/O binding of the
+    cache buffers in place, here on host memory."""
     tiny = load_model("tiny")
-    return tiny, _onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny")
+    ob = _onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny", bind=request.param)
+    assert ob.bound is request.param
+    return tiny, ob
 
 
 def _check_parity(tb: object, ob: OnnxBackend, ids: list[int], atol: float) -> None:
@@ -195,20 +202,63 @@ def test_default_model_logits_and_greedy_drafts_match_torch(smol: LoadedModel, t
         assert got[0] == got[1]
 
 
-@pytest.mark.gpu
-def test_cuda_provider_matches_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend], tmp_path: Path) -> None:
+def _cuda_provider() -> None:
     import onnxruntime as ort
 
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu with a CUDA GPU is not available")
+
+
+@pytest.mark.gpu
+def test_cuda_provider_keeps_the_cache_on_the_gpu_and_matches_the_cpu(
+        tiny_pair: tuple[LoadedModel, OnnxBackend], tmp_path: Path) -> None:
+    _cuda_provider()
     tiny, ob = tiny_pair
-    model = tiny.backend.model  # type: ignore[attr-defined]
-    w = lambda p: p.detach().numpy()  # noqa: E731
-    export(model, tmp_path / "gpu", cuts=default_exit_layers(model.cfg.num_layers))
-    gb = OnnxBackend(tmp_path / "gpu", model.cfg, w(model.model.embed_tokens.weight), w(model.lm_head.weight),
-                     w(model.model.norm.weight), "cuda")
-    assert gb.cuda
-    _check_parity(ob, gb, tiny.tokenizer.encode(CODE), 1e-3)
+    gb = _onnx(tiny, tmp_path / "gpu", device="cuda")
+    assert gb.cuda and gb.bound and gb.k[0].device.type == "cuda"
+    _check_parity(ob, gb, tiny.tokenizer.encode(CODE * 40)[:600], 1e-3)  # two capacity doublings
+    assert gb.k[-1].device.type == "cuda" and gb.capacity >= 603
+    on_gpu = LoadedModel(tiny.spec, gb, tiny.tokenizer, tiny.fim, 0.0, "tiny")
+    s = Settings.from_dict({"drafts": 3, "maxNewTokens": 10, "mode": "block", "timeBudgetMs": 600_000})[0]
+    for text in PROMPTS:
+        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
+               for x in (tiny, on_gpu)]
+        assert got[0] == got[1] and len(got[0]) == 3
+
+
+@pytest.mark.gpu
+def test_speculation_on_the_cuda_provider_gives_plain_greedy(tmp_path: Path) -> None:
+    """Rollback of a cache that lives on the GPU: speculative tokens equal greedy's there."""
+    _cuda_provider()
+    loaded = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
+    gb = _onnx(loaded, tmp_path / "headed", device="cuda")
+    assert gb.bound
+    other = LoadedModel(loaded.spec, gb, loaded.tokenizer, loaded.fim, 0.0, "tiny")
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 16, "mode": "block", "timeBudgetMs": 600_000,
+                            "speculative": True})[0]
+    plain = Settings.from_dict({**s.to_wire(), "speculative": False})[0]
+    accepted = 0
+    for text in PROMPTS:
+        spec = Engine(other).complete(CompletionRequest(text, len(text), settings=s))
+        base = Engine(other).complete(CompletionRequest(text, len(text), settings=plain))
+        assert [d.token_ids for d in spec.drafts] == [d.token_ids for d in base.drafts]
+        accepted += int(spec.timings.get("spec_accepted", 0))
+    assert accepted > 0  # drafts were accepted, so the cache was rolled back past rejections
+
+
+@pytest.mark.gpu
+@pytest.mark.model
+def test_default_model_on_the_cuda_provider_gives_the_cpu_drafts(smol: LoadedModel, tmp_path: Path) -> None:
+    _cuda_provider()
+    gb = _onnx(smol, tmp_path / "smol", device="cuda")
+    ids = smol.tokenizer.encode(CODE * 4)[:300]
+    _check_parity(smol.backend, gb, ids, 1e-3)
+    other = LoadedModel(smol.spec, gb, smol.tokenizer, smol.fim, 0.0, "cache")
+    s = Settings.from_dict({"drafts": 3, "maxNewTokens": 16, "mode": "block", "timeBudgetMs": 600_000})[0]
+    for text in PROMPTS:
+        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
+               for x in (smol, other)]
+        assert got[0] == got[1]
 
 
 def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

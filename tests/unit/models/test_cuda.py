@@ -1,0 +1,74 @@
+"""The torch backend on a CUDA GPU against the CPU: logits, drafts, speculation (skipped without a GPU)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from decoding.engine import CompletionRequest, Engine
+from decoding.settings import Settings
+from models.backend import TorchBackend
+from models.loading import LoadedModel, load_model
+from tests.unit.decoding.helpers import headed_tiny
+
+pytestmark = pytest.mark.gpu
+
+CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n    return result\n\n\nclass Box:\n    "
+PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
+
+
+@pytest.fixture(autouse=True)
+def _gpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+
+
+def _drafts(loaded: LoadedModel, wire: dict[str, object]) -> list[list[list[int]]]:
+    s = Settings.from_dict({"maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000, **wire})[0]
+    engine = Engine(loaded)
+    return [[d.token_ids for d in engine.complete(CompletionRequest(t, len(t), settings=s)).drafts] for t in PROMPTS]
+
+
+def _on_cuda(loaded: LoadedModel) -> LoadedModel:
+    """The same weights (and exit heads) in a backend on the GPU; copies, since `.to` moves a
+    module in place and the CPU model must stay where it is."""
+    cpu = loaded.backend
+    assert isinstance(cpu, TorchBackend)
+    gpu = TorchBackend(copy.deepcopy(cpu.model), "cuda")
+    if cpu.exit_heads:
+        gpu.attach_heads(copy.deepcopy(cpu.exit_heads), cpu.shortlist, cpu.exit_thresholds)
+    return LoadedModel(loaded.spec, gpu, loaded.tokenizer, loaded.fim, 0.0, loaded.source)
+
+
+def test_tiny_logits_and_drafts_match_the_cpu() -> None:
+    cpu, gpu = load_model("tiny"), load_model("tiny", device="cuda")
+    assert gpu.backend.device.type == "cuda"
+    ids = torch.tensor([cpu.tokenizer.encode(CODE * 40)[:600]])
+    a = cpu.backend.prefill(ids, all_logits=True)
+    b = gpu.backend.prefill(ids, all_logits=True)
+    assert b.device.type == "cuda" and (a - b.cpu()).abs().max().item() < 1e-3
+    for t in (11, 500, 3):
+        a, b = cpu.backend.step(torch.tensor([[t]])), gpu.backend.step(torch.tensor([[t]]))
+        assert (a - b.cpu()).abs().max().item() < 1e-3
+    for wire in ({"drafts": 3}, {"drafts": 3, "decoder": "superposed", "mode": "line"}):
+        got = _drafts(cpu, wire), _drafts(gpu, wire)
+        assert got[0] == got[1] and all(len(d) == 3 for d in got[1])
+
+
+def test_speculation_on_the_gpu_gives_plain_greedy() -> None:
+    gpu = _on_cuda(headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02}))
+    spec = _drafts(gpu, {"drafts": 1, "speculative": True})
+    assert spec == _drafts(gpu, {"drafts": 1})
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "speculative": True})[0]
+    r = Engine(gpu).complete(CompletionRequest(CODE, len(CODE), settings=s))
+    assert r.timings["spec_accepted"] > 0
+
+
+@pytest.mark.model
+def test_default_model_drafts_on_the_gpu_are_the_cpu_drafts(smol: LoadedModel) -> None:
+    gpu = _on_cuda(smol)
+    assert _drafts(gpu, {"drafts": 3}) == _drafts(smol, {"drafts": 3})
+    # Speculation with the shipped exit heads stays lossless on the GPU.
+    assert _drafts(gpu, {"drafts": 1, "speculative": True}) == _drafts(gpu, {"drafts": 1})
