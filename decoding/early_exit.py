@@ -92,7 +92,7 @@ class EarlyExiter:
             if bias is not None:
                 draft = draft + bias.to(draft.device)  # the exit decision sees the decoder's scores
             if mask is not None:
-                draft = draft.masked_fill(~mask, float("-inf"))
+                draft = draft.masked_fill(~mask.to(draft.device), float("-inf"))
             if not bool(torch.isfinite(draft).any()):
                 continue
             if float(torch.softmax(draft, -1).max()) >= self.cfg.thresholds[layer]:

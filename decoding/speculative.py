@@ -266,7 +266,7 @@ class Speculator:
             if mask is not None:
                 if not bool(mask.any()):
                     break
-                logits = logits.masked_fill(~mask, float("-inf"))
+                logits = logits.masked_fill(~mask.to(logits.device), float("-inf"))
             probs = torch.softmax(logits, -1)
             y = int(torch.argmax(probs))
             if y in self.eos or float(probs[y]) < cfg.eta:

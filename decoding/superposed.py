@@ -79,6 +79,7 @@ def decode_superposed(
                 done.append(x)
                 continue
             values, ids = top.values[ok], top.indices[ok]
+            values, ids = values.cpu(), ids.cpu()  # few candidates: scored on the host
             lm = (values - torch.logsumexp(values, 0)).double().numpy()  # renormalised over the candidates
             term = (1 - cfg.alpha) * lm
             if ngram is not None and cfg.alpha > 0 and x.drafting.healed:
@@ -110,7 +111,8 @@ def decode_superposed(
         # One input for all drafts: their newest embeddings, weighted by softmax(scores).
         w = torch.softmax(torch.tensor([x.score for x in live], dtype=torch.float32), 0)  # [k']
         tokens = torch.tensor([[x.drafting.draft.token_ids[-1] for x in live]])  # [1, k']
-        emb = (backend.embed(tokens)[0].float() * w[:, None]).sum(0)  # [D]
+        e = backend.embed(tokens)[0].float()  # [k', D]
+        emb = (e * w.to(e.device)[:, None]).sum(0)  # [D]
         logits = backend.step(embeds=emb.view(1, 1, -1))[0, -1]
     backend.truncate(prompt_len)
     pool = sorted(done + live, key=lambda x: -x.score)

@@ -233,7 +233,10 @@ def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype 
             log.warning("backend onnx asked for, but onnxruntime is not installed: using torch "
                         "(pip install 'draftls[onnx]', or [gpu] for CUDA)")
             return loaded
-        loaded = to_onnx(loaded, device, quantize, progress)
+        try:
+            loaded = to_onnx(loaded, device, quantize, progress)
+        except Exception as e:  # noqa: BLE001 - an export or runtime that fails costs the speed, not the model
+            log.warning("backend onnx failed (%s: %s): using torch", type(e).__name__, e)
     return loaded
 
 

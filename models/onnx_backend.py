@@ -98,6 +98,7 @@ class OnnxBackend:
         _global_threads(threads or torch.get_num_threads())
         so.use_per_session_threads = False
         self.providers = providers(device)
+        self.folder = folder
         meta = json.loads((folder / "export.json").read_text())
         self.segments = [(int(a), int(b)) for a, b in meta["segments"]]
         # Float32 stays float32 on the GPU: no TF32 matrix products, whose rounding would

@@ -48,6 +48,9 @@ from models.loading import sha256_file
 log = logging.getLogger(__name__)
 
 OPSET = 17
+# The file format version: opset 17's own, not the installed onnx's newest (onnx 1.23 writes
+# 14, which onnxruntime 1.31 and older refuse). Every onnxruntime we allow reads 8.
+IR_VERSION = 8
 FORMAT = 5  # bump when the graphs change (5: fused norms and RoPE, merged q/k/v and gate/up)
 QUANTIZE = ("none", "int8", "int4")
 
@@ -195,7 +198,8 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         outputs.insert(0, helper.make_tensor_value_info("h_out", f, [1, "T", d]))
     graph = helper.make_graph(g.nodes, f"draftls_{'kv' if kv_only else 'layers'}_{start}_{stop}", inputs, outputs,
                               g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, ir_version=IR_VERSION,
+                             opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
 
 
 def segments(cuts: list[int], n_layers: int) -> list[tuple[int, int]]:
@@ -214,7 +218,8 @@ def build_head(model: LlamaModel) -> onnx.ModelProto:
     g.nodes.append(helper.make_node("Identity", [y], ["logits"]))
     graph = helper.make_graph(g.nodes, "draftls_head", [helper.make_tensor_value_info("h", f, [1, "T", cfg.hidden_size])],
                               [helper.make_tensor_value_info("logits", f, [1, "T", cfg.vocab_size])], g.inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
+    return helper.make_model(graph, ir_version=IR_VERSION,
+                             opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
 
 
 def _save(proto: onnx.ModelProto, path: Path) -> None:

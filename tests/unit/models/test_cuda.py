@@ -57,8 +57,10 @@ def test_tiny_logits_and_drafts_match_the_cpu() -> None:
         assert got[0] == got[1] and all(len(d) == 3 for d in got[1])
 
 
-def test_speculation_on_the_gpu_gives_plain_greedy() -> None:
-    gpu = _on_cuda(headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02}))
+def test_speculation_on_the_gpu_gives_plain_greedy_and_early_exit_the_cpu_tokens() -> None:
+    cpu = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
+    gpu = _on_cuda(cpu)
+    assert _drafts(gpu, {"drafts": 1, "earlyExit": True}) == _drafts(cpu, {"drafts": 1, "earlyExit": True})
     spec = _drafts(gpu, {"drafts": 1, "speculative": True})
     assert spec == _drafts(gpu, {"drafts": 1})
     s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "speculative": True})[0]

@@ -66,6 +66,7 @@ def _check_parity(tb: object, ob: OnnxBackend, ids: list[int], atol: float) -> N
 
 def test_prefill_and_steps_match_torch(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
     tiny, ob = tiny_pair
+    _check_ir_version(Path(ob.folder))
     # 600 tokens: several prefill chunks and two capacity doublings of the cache buffers.
     ids = tiny.tokenizer.encode(CODE * 40)[:600]
     assert len(ids) == 600
@@ -145,6 +146,18 @@ def test_quantized_exports_stay_close(tiny: LoadedModel, tmp_path: Path, quantiz
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.95
     ops = json.loads((tmp_path / quantize / "export.json").read_text())
     assert ops["quantize"] == quantize
+    _check_ir_version(tmp_path / quantize)
+
+
+def _check_ir_version(folder: Path) -> None:
+    """Every graph is written in opset 17's file format, which every onnxruntime we allow reads
+    (onnx 1.23's own newest, 14, is refused by onnxruntime 1.31: seen on onnxruntime-gpu)."""
+    import onnx
+
+    from models.onnx_export import IR_VERSION
+
+    files = sorted(folder.glob("*.onnx"))
+    assert files and all(onnx.load(str(f), load_external_data=False).ir_version == IR_VERSION == 8 for f in files)
 
 
 def _private_exports(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
@@ -179,6 +192,18 @@ def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
     assert any("fails its checksum" in r.getMessage() for r in caplog.records)
     assert (folder / "export.json").stat().st_mtime_ns != stamp
     assert torch.allclose(ref, rebuilt.backend.prefill(ids))  # (the old sessions may map the corrupt file)
+    caplog.clear()
+    # A runtime that cannot read the export (as onnxruntime 1.31 could not read IR 14) costs
+    # the speed, not the model: torch, with a log line.
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Unsupported model IR version")
+
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING):
+        m.setattr(onnx_backend.OnnxBackend, "__init__", refuse)
+        refused = load_model("tiny", backend="onnx")
+    assert refused.backend.name == "torch" and torch.allclose(ref, refused.backend.prefill(ids), atol=1e-4)
+    assert any("backend onnx failed (RuntimeError: Unsupported model IR version)" in r.getMessage()
+               for r in caplog.records)
     caplog.clear()
     monkeypatch.setattr(onnx_backend, "available", lambda: False)
     with caplog.at_level(logging.WARNING):
