@@ -123,7 +123,7 @@ class OnnxBackend:
         self.bound = on_gpu if bind is None else bind
         if self.cuda and not on_gpu:
             log.info("torch has no CUDA here: the ONNX Runtime KV cache stays on the host, copied to the GPU each call")
-        self.cache_device = torch.device("cuda" if on_gpu else "cpu")
+        self.cache_device = torch.device("cuda" if on_gpu and self.bound else "cpu")
         inv_freq, self.rope_scale = config.inv_freq()
         self.inv_freq = inv_freq.numpy().astype(np.float64)
         self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
