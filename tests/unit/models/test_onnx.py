@@ -64,6 +64,12 @@ def _check_parity(tb: object, ob: OnnxBackend, ids: list[int], atol: float) -> N
     assert ob.length == tb.length == len(ids) + 3  # type: ignore[attr-defined]
 
 
+def _drafts(loaded: LoadedModel, s: Settings) -> list[list[list[int]]]:
+    """The drafts' tokens for each of PROMPTS."""
+    engine = Engine(loaded)
+    return [[d.token_ids for d in engine.complete(CompletionRequest(t, len(t), settings=s)).drafts] for t in PROMPTS]
+
+
 def test_prefill_and_steps_match_torch(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
     tiny, ob = tiny_pair
     _check_ir_version(Path(ob.folder))
@@ -102,10 +108,8 @@ def test_engine_drafts_are_the_same_on_both_backends(tiny_pair: tuple[LoadedMode
     tiny, ob = tiny_pair
     onnx_loaded = LoadedModel(tiny.spec, ob, tiny.tokenizer, tiny.fim, 0.0, "tiny")
     s = Settings.from_dict({"drafts": 3, "maxNewTokens": 10, "mode": "block", "timeBudgetMs": 600_000})[0]
-    for text in PROMPTS:
-        got = [[d.text for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
-               for x in (tiny, onnx_loaded)]
-        assert got[0] == got[1] and len(got[0]) == 3
+    got = _drafts(tiny, s)
+    assert _drafts(onnx_loaded, s) == got and all(len(d) == 3 for d in got)
     sup = Settings.from_dict({**s.to_wire(), "decoder": "superposed", "mode": "line"})[0]
     runs = [Engine(x).complete(CompletionRequest(text, len(text), settings=sup)) for x in (tiny, onnx_loaded)
             for text in PROMPTS]
@@ -221,10 +225,7 @@ def test_default_model_logits_and_greedy_drafts_match_torch(smol: LoadedModel, t
     other = LoadedModel(smol.spec, ob, smol.tokenizer, smol.fim, 0.0, "cache")
     s = Settings.from_dict({"drafts": 1, "maxNewTokens": 16, "mode": "block", "timeBudgetMs": 600_000,
                             "monitors": False})[0]
-    for text in PROMPTS:
-        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
-               for x in (smol, other)]
-        assert got[0] == got[1]
+    assert _drafts(other, s) == _drafts(smol, s)
 
 
 def _cuda_provider() -> None:
@@ -245,10 +246,8 @@ def test_cuda_provider_keeps_the_cache_on_the_gpu_and_matches_the_cpu(
     assert gb.k[-1].device.type == "cuda" and gb.capacity >= 603
     on_gpu = LoadedModel(tiny.spec, gb, tiny.tokenizer, tiny.fim, 0.0, "tiny")
     s = Settings.from_dict({"drafts": 3, "maxNewTokens": 10, "mode": "block", "timeBudgetMs": 600_000})[0]
-    for text in PROMPTS:
-        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
-               for x in (tiny, on_gpu)]
-        assert got[0] == got[1] and len(got[0]) == 3
+    got = _drafts(tiny, s)
+    assert _drafts(on_gpu, s) == got and all(len(d) == 3 for d in got)
 
 
 @pytest.mark.gpu
@@ -280,10 +279,7 @@ def test_default_model_on_the_cuda_provider_gives_the_cpu_drafts(smol: LoadedMod
     _check_parity(smol.backend, gb, ids, 1e-3)
     other = LoadedModel(smol.spec, gb, smol.tokenizer, smol.fim, 0.0, "cache")
     s = Settings.from_dict({"drafts": 3, "maxNewTokens": 16, "mode": "block", "timeBudgetMs": 600_000})[0]
-    for text in PROMPTS:
-        got = [[d.token_ids for d in Engine(x).complete(CompletionRequest(text, len(text), settings=s)).drafts]
-               for x in (smol, other)]
-        assert got[0] == got[1]
+    assert _drafts(other, s) == _drafts(smol, s)
 
 
 def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
