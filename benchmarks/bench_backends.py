@@ -117,12 +117,7 @@ def cuda_configs(cpu_model: LoadedModel) -> dict[str, LoadedModel]:
     bound = to_onnx(cpu_model, "cuda", "none")
     assert isinstance(bound.backend, OnnxBackend) and bound.backend.bound, "no CUDA provider, or torch without CUDA"
     out["ONNX Runtime float32, CUDA"] = bound
-    m = cpu_model.backend.model  # type: ignore[attr-defined]
-    w = lambda t: t.detach().float().numpy()  # noqa: E731
-    host = OnnxBackend(Path(str(bound.info["onnx_dir"])), m.cfg, w(m.model.embed_tokens.weight),
-                       w(m.lm_head.weight), w(m.model.norm.weight), "cuda", bind=False)
-    out["ONNX Runtime float32, CUDA, cache copied from the host"] = LoadedModel(
-        cpu_model.spec, host, cpu_model.tokenizer, cpu_model.fim, 0.0, cpu_model.source, bound.info)
+    out["ONNX Runtime float32, CUDA, cache copied from the host"] = to_onnx(cpu_model, "cuda", "none", bind=False)
     out["ONNX Runtime int4, CUDA"] = to_onnx(cpu_model, "cuda", "int4")
     return out
 

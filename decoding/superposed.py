@@ -78,8 +78,7 @@ def decode_superposed(
             if not bool(ok.any()):
                 done.append(x)
                 continue
-            values, ids = top.values[ok], top.indices[ok]
-            values, ids = values.cpu(), ids.cpu()  # few candidates: scored on the host
+            values, ids = top.values[ok].cpu(), top.indices[ok].cpu()  # few candidates: scored on the host
             lm = (values - torch.logsumexp(values, 0)).double().numpy()  # renormalised over the candidates
             term = (1 - cfg.alpha) * lm
             if ngram is not None and cfg.alpha > 0 and x.drafting.healed:

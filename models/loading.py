@@ -262,7 +262,7 @@ def onnx_cuts(loaded: LoadedModel) -> list[int]:
 
 
 def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
-            progress: Callable[[str], None] = lambda s: None) -> LoadedModel:
+            progress: Callable[[str], None] = lambda s: None, bind: bool | None = None) -> LoadedModel:
     """The same model on ONNX Runtime: exported once per model, quantization and ORT version
     (a few seconds; `draftls export-onnx` does it ahead of time), then loaded from the cache."""
     from models.onnx_backend import OnnxBackend
@@ -280,7 +280,7 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
     prune(d.parent, ONNX_ENTRIES, d)
     weight = lambda p: p.detach().float().numpy()  # noqa: E731
     backend = OnnxBackend(d, model.cfg, weight(model.model.embed_tokens.weight), weight(model.lm_head.weight),
-                          weight(model.model.norm.weight), device)
+                          weight(model.model.norm.weight), device, bind=bind)
     if torch_backend.exit_heads:
         backend.attach_heads(torch_backend.exit_heads, torch_backend.shortlist, torch_backend.exit_thresholds)
     info = {**loaded.info, "onnx_dir": str(d), "quantize": quantize, "providers": backend.providers}

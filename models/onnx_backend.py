@@ -193,6 +193,10 @@ class OnnxBackend:
         session.run_with_iobinding(io)
         return outs
 
+    def _kv_shapes(self, t: int, a: int, b: int) -> list[tuple[int, ...]]:
+        """The shapes of the new K and V [1, Hkv, T, Dh] that layers [a, b) output, in order."""
+        return [(1, self.config.num_kv_heads, t, self.config.head_dim)] * (2 * (b - a))
+
     @property
     def length(self) -> int:
         return self.lens[0]
@@ -250,15 +254,13 @@ class OnnxBackend:
         mask_new = np.where(np.tril(np.ones((t, t), bool)) if new is None else new, 0.0, -np.inf).astype(np.float32)
         rope = self._rope(positions)
         h = np.ascontiguousarray(h, np.float32)
-        c = self.config
-        kv_shape = (1, c.num_kv_heads, t, c.head_dim)
         for a, b in self._segments(start, stop):
             past = {}
             for i in range(a, b):
                 past[f"past_k.{i}"] = self.k[i]
                 past[f"past_v.{i}"] = self.v[i]
             out = self._run(self.layers[(a, b)], {"h": h, "mask_past": mask_past, "mask_new": mask_new, **rope},
-                            past, [tuple(h.shape)] + [kv_shape] * (2 * (b - a)))
+                            past, [tuple(h.shape)] + self._kv_shapes(t, a, b))
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[1 + 2 * j], out[2 + 2 * j])
             h = out[0].cpu().numpy()
@@ -301,9 +303,8 @@ class OnnxBackend:
         x = np.ascontiguousarray(h.float().cpu().numpy(), np.float32)
         n, t = self.lens[start], x.shape[1]
         rope = self._rope(np.arange(n, n + t))
-        kv_shape = (1, self.config.num_kv_heads, t, self.config.head_dim)
         for a, b in self._segments(start, stop):
-            out = self._run(self.kv[(a, b)], {"h": x, **rope}, {}, [kv_shape] * (2 * (b - a)))
+            out = self._run(self.kv[(a, b)], {"h": x, **rope}, {}, self._kv_shapes(t, a, b))
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[2 * j], out[2 * j + 1])
 

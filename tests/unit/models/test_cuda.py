@@ -12,12 +12,9 @@ from decoding.settings import Settings
 from models.backend import TorchBackend
 from models.loading import LoadedModel, load_model
 from tests.unit.decoding.helpers import headed_tiny
+from tests.unit.models.helpers import CODE, prompt_drafts
 
 pytestmark = pytest.mark.gpu
-
-CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n    return result\n\n\nclass Box:\n    "
-PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
-
 
 @pytest.fixture(autouse=True)
 def _gpu() -> None:
@@ -26,9 +23,8 @@ def _gpu() -> None:
 
 
 def _drafts(loaded: LoadedModel, wire: dict[str, object]) -> list[list[list[int]]]:
-    s = Settings.from_dict({"maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000, **wire})[0]
-    engine = Engine(loaded)
-    return [[d.token_ids for d in engine.complete(CompletionRequest(t, len(t), settings=s)).drafts] for t in PROMPTS]
+    return prompt_drafts(loaded, Settings.from_dict({"maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000,
+                                                     **wire})[0])
 
 
 def _on_cuda(loaded: LoadedModel) -> LoadedModel:

@@ -19,9 +19,8 @@ from models.onnx_backend import OnnxBackend  # noqa: E402
 from models.config import default_exit_layers  # noqa: E402
 from models.onnx_export import export  # noqa: E402
 from tests.unit.decoding.helpers import headed_tiny  # noqa: E402
+from tests.unit.models.helpers import CODE, PROMPTS, prompt_drafts as _drafts  # noqa: E402
 
-CODE = "import os\n\n\ndef join_all(parts):\n    result = os.path.join(*parts)\n    return result\n\n\nclass Box:\n    "
-PROMPTS = [CODE, "for i in range(10):\n    print(", "x = [1, 2,", "def f(a, b):\n    return a"]
 
 
 def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none", device: str = "cpu",
@@ -62,12 +61,6 @@ def _check_parity(tb: object, ob: OnnxBackend, ids: list[int], atol: float) -> N
         a, b = tb.step(torch.tensor([[t]])), ob.step(torch.tensor([[t]]))  # type: ignore[attr-defined]
         assert (a - b).abs().max().item() < atol
     assert ob.length == tb.length == len(ids) + 3  # type: ignore[attr-defined]
-
-
-def _drafts(loaded: LoadedModel, s: Settings) -> list[list[list[int]]]:
-    """The drafts' tokens for each of PROMPTS."""
-    engine = Engine(loaded)
-    return [[d.token_ids for d in engine.complete(CompletionRequest(t, len(t), settings=s)).drafts] for t in PROMPTS]
 
 
 def test_prefill_and_steps_match_torch(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
