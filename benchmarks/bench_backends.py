@@ -11,7 +11,8 @@ Measures, on the same prompts (real code: the standard library's `argparse.py`):
 - whether greedy tokens equal torch's;
 - the latency of an engine request (one line, 1 draft) after a one-character edit in a
   ~2,000-token file, as in bench_core.py;
-- ONNX Runtime float32 with the cache bound in place by I/O binding, as on CUDA;
+- ONNX Runtime float32 with the plain attention operators of the CUDA graphs, against the
+  CPU's GroupQueryAttention;
 - llama.cpp (llama-cpp-python in its own venv, see llamacpp_worker.py) on the shipped GGUF
   with the same threads, when --llamacpp-python is given.
 With --device cuda: torch on the CPU (the reference tokens), torch on the GPU, and ONNX
@@ -138,8 +139,8 @@ def main() -> None:
     else:
         for q in ("none", "int8", "int4"):
             configs[f"ONNX Runtime {'float32' if q == 'none' else q}"] = to_onnx(torch_model, "cpu", q)
-        # The GPU's way of feeding the cache (bound in place), here on host memory.
-        configs["ONNX Runtime float32, I/O binding"] = to_onnx(torch_model, "cpu", "none", bind=True)
+        # The attention of the CUDA graphs (plain operators, the CPU's before GroupQueryAttention).
+        configs["ONNX Runtime float32, plain attention"] = to_onnx(torch_model, "cpu", "none", attention="plain")
     bits = {name: 8 if "int8" in name else 5 if "int4" in name else 32 for name in configs}  # int4: + a float32 scale per 32
     prompt = code_ids(torch_model.tokenizer, 512)
     import argparse as ap

@@ -6,8 +6,10 @@ until the end of the line. llama.cpp keeps the KV cache of the previous prompt a
 its longest common prefix, as llama.vscode's server does.
 
     python3 -m venv /tmp/llamacpp-venv
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON" \\
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF" \\
         /tmp/llamacpp-venv/bin/pip install llama-cpp-python==0.3.36
+
+(-DGGML_AVX512=ON where the CPU has AVX-512; a build with it dies with SIGILL on one without.)
 """
 
 import json

@@ -146,17 +146,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from models.loading import cache_root, load_model, model_key, onnx_cuts
-    from models.onnx_backend import available
+    from models.onnx_backend import attention_for, available
     from models.onnx_export import export, export_dir
 
     if not available():
         print("draftls: onnxruntime is not installed (pip install 'draftls[onnx]')", file=sys.stderr)
         return 2
     loaded = load_model(args.model)
-    out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), args.quantize)
+    attention = attention_for(args.device)
+    out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), args.quantize, attention)
     t0 = time.perf_counter()
     export(loaded.backend.model, out, args.quantize, onnx_cuts(loaded),  # type: ignore[attr-defined]
-           progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
+           progress=lambda m: print(f"draftls: {m}", file=sys.stderr), attention=attention)
     print(f"draftls: exported in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(out)
     return 0
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
     e.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
                    help="none (float32), int8 (dynamic) or int4 (MatMulNBits, weight-only)")
+    e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
+                   help="where backend onnx will run it: the CPU's graphs use GroupQueryAttention, CUDA's plain "
+                        "attention (default auto)")
     e.add_argument("--out", help="folder to write (default: the cache that backend onnx loads from)")
     e.set_defaults(func=cmd_export_onnx)
     return p

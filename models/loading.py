@@ -262,10 +262,12 @@ def onnx_cuts(loaded: LoadedModel) -> list[int]:
 
 
 def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
-            progress: Callable[[str], None] = lambda s: None, bind: bool | None = None) -> LoadedModel:
-    """The same model on ONNX Runtime: exported once per model, quantization and ORT version
-    (a few seconds; `draftls export-onnx` does it ahead of time), then loaded from the cache."""
-    from models.onnx_backend import OnnxBackend
+            progress: Callable[[str], None] = lambda s: None, bind: bool | None = None,
+            attention: str | None = None) -> LoadedModel:
+    """The same model on ONNX Runtime: exported once per model, quantization, attention (by
+    default the device's) and ORT version (a few seconds; `draftls export-onnx` does it ahead
+    of time), then loaded from the cache."""
+    from models.onnx_backend import OnnxBackend, attention_for
     from models.onnx_export import export, export_dir, is_complete
 
     t0 = time.perf_counter()
@@ -273,10 +275,11 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
     model = loaded.backend.model
     torch_backend = loaded.backend
     cuts = onnx_cuts(loaded)
-    d = export_dir(cache_root(), model_key(loaded), quantize)
-    if not is_complete(d, cuts, model.cfg.num_layers):
+    attention = attention or attention_for(device)
+    d = export_dir(cache_root(), model_key(loaded), quantize, attention)
+    if not is_complete(d, cuts, model.cfg.num_layers, attention):
         progress(f"exporting {loaded.spec.name} to ONNX ({quantize})")
-        export(model, d, quantize, cuts, progress)
+        export(model, d, quantize, cuts, progress, attention)
     prune(d.parent, ONNX_ENTRIES, d)
     weight = lambda p: p.detach().float().numpy()  # noqa: E731
     backend = OnnxBackend(d, model.cfg, weight(model.model.embed_tokens.weight), weight(model.lm_head.weight),

@@ -1,13 +1,15 @@
 """The ONNX Runtime backend: the exported graphs (models/onnx_export.py) behind the Backend interface.
 
-The KV cache lives here: per layer one buffer for K [1, Hkv, Dh, C] (transposed) and one
-for V [1, Hkv, C, Dh], and a fill length. The graphs read whole buffers and a mask hides the
-unfilled part, so rolling back is setting the length. Capacity doubles when full. On the
-CPU the buffers are host tensors that ONNX Runtime reads without a copy. On CUDA
-(onnxruntime-gpu) they are CUDA tensors of torch, bound in place with I/O binding, so the
-cache never leaves the GPU; only the hidden state, masks and logits cross (a few KB a
-token). With a CPU-only torch beside onnxruntime-gpu the buffers stay on the host and are
-copied in on each call (said once in the log).
+The KV cache lives here: per layer one buffer for K and one for V [1, Hkv, C, Dh], and a
+fill length. The graphs read whole buffers and only the filled part counts, so rolling back
+is setting the length. Capacity doubles when full. The buffers are torch tensors bound in
+place with I/O binding:
+- on the CPU (graphs with GroupQueryAttention), host tensors that the attention kernel
+  reads and appends the new K/V to, in place;
+- on CUDA (onnxruntime-gpu, graphs with plain attention ops), CUDA tensors of torch, so the
+  cache never leaves the GPU; only the hidden state, masks and logits cross (a few KB a
+  token), and the new K/V are appended here. With a CPU-only torch beside onnxruntime-gpu
+  the buffers stay on the host and are copied in on each call (said once in the log).
 
 The layers run in the export's segments (cut at the exit layers), so early exit and
 self-speculation work as on torch where their layers are segment bounds; per-layer fill
@@ -52,6 +54,15 @@ def providers(device: str) -> list[str]:
     if device == "cuda":
         log.warning("device cuda asked for, but onnxruntime has no CUDA provider (%s): using the CPU", have)
     return ["CPUExecutionProvider"]
+
+
+def attention_for(device: str) -> str:
+    """The export's attention for a device (models/onnx_export.py): plain operators where the
+    CUDA provider will run the graphs, GroupQueryAttention on the CPU."""
+    import onnxruntime as ort
+
+    cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in ort.get_available_providers()
+    return "plain" if cuda else "gqa"
 
 
 _POOL: int | None = None
@@ -101,6 +112,8 @@ class OnnxBackend:
         self.folder = folder
         meta = json.loads((folder / "export.json").read_text())
         self.segments = [(int(a), int(b)) for a, b in meta["segments"]]
+        # GroupQueryAttention graphs append the new K/V to the bound buffers themselves.
+        self.gqa = meta.get("attention") == "gqa"
         # Float32 stays float32 on the GPU: no TF32 matrix products, whose rounding would
         # change greedy tokens against the CPU and torch.
         options = [{"use_tf32": "0"} if p == "CUDAExecutionProvider" else {} for p in self.providers]
@@ -115,18 +128,26 @@ class OnnxBackend:
         if self.providers[0] == "CUDAExecutionProvider" and not self.cuda:
             log.warning("ONNX Runtime's CUDA provider did not load (see its log above): running on the CPU")
             self.providers = ["CPUExecutionProvider"]
+        if self.gqa and self.cuda:
+            # ORT's CUDA GroupQueryAttention has no float32 kernel: the node would fall back to
+            # the CPU, away from the cache it must write into.
+            raise ValueError("GroupQueryAttention graphs run on the CPU provider: export with plain attention for CUDA")
         self.runs_on = "cuda" if self.cuda else "cpu"  # where the graphs run
         self.device = torch.device("cpu")  # where the tensors it returns live
-        # I/O binding (by default on CUDA only) needs memory we can write into at an offset:
-        # torch's. `bind` forces it either way (on the CPU it binds host memory: for tests).
+        # I/O binding needs memory we can write into at an offset: torch's. The GQA graphs
+        # always bind (past and present are one buffer); plain graphs bind on CUDA, and `bind`
+        # forces it either way (on the CPU it binds host memory: for tests).
         on_gpu = self.cuda and torch.cuda.is_available()
-        self.bound = on_gpu if bind is None else bind
+        if self.gqa and bind is False:
+            raise ValueError("GroupQueryAttention graphs need the cache bound in place")
+        self.bound = self.gqa or (on_gpu if bind is None else bind)
         if self.cuda and not on_gpu:
             log.info("torch has no CUDA here: the ONNX Runtime KV cache stays on the host, copied to the GPU each call")
         self.cache_device = torch.device("cuda" if on_gpu and self.bound else "cpu")
         inv_freq, self.rope_scale = config.inv_freq()
         self.inv_freq = inv_freq.numpy().astype(np.float64)
         self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
+        self._bindings: dict[int, tuple[Any, tuple[int, ...]]] = {}  # per session: its I/O binding, for these buffers
         self._alloc(256)
 
     def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
@@ -149,13 +170,13 @@ class OnnxBackend:
         """(Re)allocate the buffers with room for `capacity` positions, keeping what is filled."""
         c = self.config
         old = (self.k, self.v) if hasattr(self, "k") else None
-        zeros = lambda *shape: torch.zeros(shape, dtype=torch.float32, device=self.cache_device)  # noqa: E731
-        # Keys transposed, [1, Hkv, Dh, C]: the graph's scores are then a plain matrix product.
-        self.k = [zeros(1, c.num_kv_heads, c.head_dim, capacity) for _ in range(c.num_layers)]
-        self.v = [zeros(1, c.num_kv_heads, capacity, c.head_dim) for _ in range(c.num_layers)]
+        zeros = lambda: torch.zeros(1, c.num_kv_heads, capacity, c.head_dim, dtype=torch.float32,  # noqa: E731
+                                    device=self.cache_device)
+        self.k = [zeros() for _ in range(c.num_layers)]
+        self.v = [zeros() for _ in range(c.num_layers)]
         if old is not None:
             for i, n in enumerate(self.lens):
-                self.k[i][..., :n] = old[0][i][..., :n]
+                self.k[i][:, :, :n] = old[0][i][:, :, :n]
                 self.v[i][:, :, :n] = old[1][i][:, :, :n]
         self.capacity = capacity
 
@@ -164,27 +185,40 @@ class OnnxBackend:
         n, t = self.lens[layer], k.shape[2]
         if n + t > self.capacity:
             self._alloc(max(2 * self.capacity, n + t))
-        self.k[layer][..., n : n + t] = k.transpose(2, 3)
+        self.k[layer][:, :, n : n + t] = k
         self.v[layer][:, :, n : n + t] = v
         self.lens[layer] = n + t
 
     def _run(self, session: Any, feed: dict[str, np.ndarray], past: dict[str, Tensor],
-             shapes: list[tuple[int, ...]]) -> list[Tensor]:
-        """Run a graph on host inputs `feed` and cache buffers `past`; its outputs (of `shapes`)
-        as tensors on the cache's device. On CUDA the buffers and outputs are bound in place."""
+             shapes: list[tuple[int, ...] | Tensor]) -> list[Tensor]:
+        """Run a graph on host inputs `feed` and cache buffers `past`; its outputs (of `shapes`,
+        or written into the given tensors) as tensors on the cache's device. When bound, the
+        buffers and outputs are bound in place."""
         if not self.bound:
             out = session.run(None, {**feed, **{name: t.numpy() for name, t in past.items()}})
             return [torch.from_numpy(o) for o in out]
         dev = self.cache_device.type
-        io = session.io_binding()
+        # One binding per graph, kept: the cache buffers (and outputs written into them) are
+        # bound again only when they move (capacity doubled); the small inputs every call.
+        kept = [t for t in (*past.values(), *shapes) if isinstance(t, Tensor)]
+        key = (self.capacity, *(t.data_ptr() for t in kept))
+        io, bound_key = self._bindings.get(id(session), (None, None))
+        if io is None or bound_key != key:
+            io = session.io_binding()
+            for name, t in past.items():
+                io.bind_input(name, dev, 0, np.float32, list(t.shape), t.data_ptr())
+            for o, t in zip(session.get_outputs(), shapes):
+                if isinstance(t, Tensor):
+                    io.bind_output(o.name, dev, 0, np.float32, list(t.shape), t.data_ptr())
+            self._bindings[id(session)] = (io, key)
         for name, x in feed.items():
             io.bind_cpu_input(name, x)
-        for name, t in past.items():
-            io.bind_input(name, dev, 0, np.float32, list(t.shape), t.data_ptr())
         outs = []
         for o, shape in zip(session.get_outputs(), shapes):
-            t = torch.empty(shape, dtype=torch.float32, device=self.cache_device)
-            io.bind_output(o.name, dev, 0, np.float32, list(shape), t.data_ptr())
+            t = shape
+            if not isinstance(t, Tensor):
+                t = torch.empty(shape, dtype=torch.float32, device=self.cache_device)
+                io.bind_output(o.name, dev, 0, np.float32, list(shape), t.data_ptr())
             outs.append(t)
         if dev == "cuda":
             # torch queues the cache writes on its own stream: they must land before ONNX
@@ -249,9 +283,21 @@ class OnnxBackend:
         if n + t > self.capacity:
             self._alloc(max(2 * self.capacity, n + t))
         positions = np.arange(n, n + t) if positions is None else positions
-        mask_past = np.full((t, self.capacity), -np.inf, np.float32)
-        mask_past[:, :n] = 0.0 if past is None else np.where(past, 0.0, -np.inf)
-        mask_new = np.where(np.tril(np.ones((t, t), bool)) if new is None else new, 0.0, -np.inf).astype(np.float32)
+        if self.gqa:
+            # Causal within the new tokens is the kernel's; the bias hides what a tree mask hides
+            # (a token's ancestors always come before it, so causal never hides one of them).
+            bias = np.zeros((1, 1, t, n + t), np.float32)
+            if past is not None:
+                bias[0, 0, :, :n] = np.where(past, 0.0, -np.inf)
+            if new is not None:
+                bias[0, 0, :, n:] = np.where(new, 0.0, -np.inf)
+            masks = {"seqlens_k": np.array([n + t - 1], np.int32), "total_len": np.array(n + t, np.int32),
+                     "bias": bias}
+        else:
+            mask_past = np.full((t, self.capacity), -np.inf, np.float32)
+            mask_past[:, :n] = 0.0 if past is None else np.where(past, 0.0, -np.inf)
+            tree = np.tril(np.ones((t, t), bool)) if new is None else new
+            masks = {"mask_past": mask_past, "mask_new": np.where(tree, 0.0, -np.inf).astype(np.float32)}
         rope = self._rope(positions)
         h = np.ascontiguousarray(h, np.float32)
         for a, b in self._segments(start, stop):
@@ -259,10 +305,14 @@ class OnnxBackend:
             for i in range(a, b):
                 past[f"past_k.{i}"] = self.k[i]
                 past[f"past_v.{i}"] = self.v[i]
-            out = self._run(self.layers[(a, b)], {"h": h, "mask_past": mask_past, "mask_new": mask_new, **rope},
-                            past, [tuple(h.shape)] + self._kv_shapes(t, a, b))
+            # The GQA graphs write the new K/V into the buffers (bound as their outputs too).
+            kv: list[tuple[int, ...] | Tensor] = (list(past.values()) if self.gqa else self._kv_shapes(t, a, b))
+            out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, past, [tuple(h.shape), *kv])
             for j, i in enumerate(range(a, b)):
-                self._append(i, out[1 + 2 * j], out[2 + 2 * j])
+                if self.gqa:
+                    self.lens[i] = n + t
+                else:
+                    self._append(i, out[1 + 2 * j], out[2 + 2 * j])
             h = out[0].cpu().numpy()
         return h
 

@@ -6,19 +6,24 @@ self-speculation can run the first layers, read an exit head, and run the rest:
 
 - `layers_a_b.onnx`: layers [a, b) on a residual stream `h` [1, T, D] (token embeddings or
   any mix of them: superposed decoding feeds its own). Inputs: `cos`, `sin` [T, Dh/2] for
-  the new tokens' positions and `pos` [1, T] (0..T-1, the rows of those), additive masks `mask_past` [T, C] and `mask_new` [T, T], and
-  per layer the cache buffers `past_k.i` [1, Hkv, Dh, C] (keys transposed: the scores are a
-  plain product) and `past_v.i` [1, Hkv, C, Dh]. Outputs: `h_out` [1, T, D] and per layer
-  the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh]. The caller owns the cache: C is
-  the buffer's capacity and the mask hides what is not filled, so the buffers go in
-  without a copy and the graph never concatenates them. Attention splits the softmax over
-  past and new keys, which also gives tree masks (drafts side by side) and speculation's
-  verify passes for free.
-  ORT's fused kernels do the small work: SimplifiedLayerNormalization and
-  SkipSimplifiedLayerNormalization (the residual add with the next norm),
-  RotaryEmbedding, FusedMatMul; q/k/v and gate/up are one MatMul each over concatenated
-  weights. (The attention itself stays in plain ops: the contrib attention kernels want
-  their own cache layout, which the tree masks and the shared-capacity buffers do not fit.)
+  the new tokens' positions and `pos` [1, T] (0..T-1, the rows of those), and per layer the
+  cache buffers `past_k.i`, `past_v.i` [1, Hkv, C, Dh]. The caller owns the cache: C is the
+  buffer's capacity, of which the first n positions are filled. Attention comes in two
+  flavours (`ATTENTION`):
+  - `gqa` (the CPU's): ONNX Runtime's GroupQueryAttention, one kernel a layer. Inputs
+    `seqlens_k` [1] (n + T - 1), `total_len` (n + T) and an additive `bias` [1, 1, T, n + T]
+    over the keys each token sees (zeros for a plain causal step; tree masks for drafts side
+    by side and speculation's verify passes). It writes the new K/V into the buffers in
+    place: outputs `present_k.i`, `present_v.i` are bound to the same memory as `past_k.i`,
+    `past_v.i` (I/O binding), so nothing is concatenated or copied.
+  - `plain` (CUDA's: ORT's CUDA GroupQueryAttention has no float32 kernel): the attention in
+    plain operators, masks `mask_past` [T, C] and `mask_new` [T, T], the softmax split over
+    past and new keys; outputs the new tokens' `new_k.i`, `new_v.i` [1, Hkv, T, Dh], which
+    the caller appends.
+  Outputs `h_out` [1, T, D] and the K/V above. ORT's fused kernels do the small work:
+  SimplifiedLayerNormalization and SkipSimplifiedLayerNormalization (the residual add with
+  the next norm), RotaryEmbedding; q/k/v and gate/up are one MatMul each over concatenated
+  weights.
 - `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
@@ -51,8 +56,9 @@ OPSET = 17
 # The file format version: opset 17's own, not the installed onnx's newest (onnx 1.23 writes
 # 14, which onnxruntime 1.31 and older refuse). Every onnxruntime we allow reads 8.
 IR_VERSION = 8
-FORMAT = 5  # bump when the graphs change (5: fused norms and RoPE, merged q/k/v and gate/up)
+FORMAT = 6  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed)
 QUANTIZE = ("none", "int8", "int4")
+ATTENTION = ("gqa", "plain")
 
 
 class _Graph:
@@ -114,12 +120,18 @@ def _rope(g: _Graph, x: str, heads: int) -> str:
     return g.op("RotaryEmbedding", [x, "pos", "cos", "sin"], domain="com.microsoft", num_heads=heads, interleaved=0)
 
 
-def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False) -> onnx.ModelProto:
-    """The graph of layers [start, stop) (see the module docstring). With kv_only, each layer's
-    K/V computed from the same input `h` (early exit's state copying), nothing else."""
+def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False,
+                 attention: str = "gqa") -> onnx.ModelProto:
+    """The graph of layers [start, stop) with the given attention (see the module docstring).
+    With kv_only, each layer's K/V computed from the same input `h` (early exit's state
+    copying), nothing else."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}")
     cfg: ModelConfig = model.cfg
     d, h, kv, dh = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     group = h // kv
+    gqa = attention == "gqa" and not kv_only
+    plain = attention == "plain" and not kv_only
     g = _Graph()
     f = TensorProto.FLOAT
     inputs = [
@@ -128,14 +140,18 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         helper.make_tensor_value_info("sin", f, ["T", dh // 2]),
         helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "T"]),
     ]
-    if not kv_only:
+    if gqa:
+        inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [1]),
+                   helper.make_tensor_value_info("total_len", TensorProto.INT32, []),
+                   helper.make_tensor_value_info("bias", f, [1, 1, "T", "L"])]
+    if plain:
         inputs += [helper.make_tensor_value_info("mask_past", f, ["T", "C"]),
                    helper.make_tensor_value_info("mask_new", f, ["T", "T"])]
     outputs = []
     shape = lambda name, dims: g.const(name, np.array(dims, np.int64))  # noqa: E731
-    kv_shape = shape("kv_shape", [1, -1, kv, dh])
+    kv_shape = "" if gqa else shape("kv_shape", [1, -1, kv, dh])
     scale = 1.0 / math.sqrt(dh)
-    if not kv_only:
+    if plain:
         q_shape = shape("q_shape", [1, -1, h, dh])
         grouped = shape("grouped", [1, kv, -1, dh])  # [1, H, T, Dh] -> [1, Hkv, g*T, Dh] (heads are grouped)
         heads = shape("heads", [1, h, -1, dh])
@@ -146,6 +162,7 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         mask_new = g.op("Tile", ["mask_new", reps])  # [g*T, T]
     x = "h"
     bias = lambda m: _np(m.bias) if m.bias is not None else None  # noqa: E731
+    cache = lambda name: helper.make_tensor_value_info(name, f, [1, kv, "C", dh])  # noqa: E731
     for i in range(start, stop):
         layer = model.model.layers[i]
         p = f"layers.{i}"
@@ -158,33 +175,44 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
         projs = [att.k_proj, att.v_proj] if kv_only else [att.q_proj, att.k_proj, att.v_proj]
         outs = g.linears(n, [_np(m.weight) for m in projs], [bias(m) for m in projs], f"{p}.qkv")
         q_lin, k_lin, v_lin = ([None] + outs) if kv_only else outs
-        k = g.op("Transpose", [g.op("Reshape", [_rope(g, k_lin, kv), kv_shape])], perm=[0, 2, 1, 3])
-        v = g.op("Reshape", [v_lin, kv_shape])
-        v = g.op("Transpose", [v], perm=[0, 2, 1, 3])
-        g.nodes.append(helper.make_node("Identity", [k], [f"new_k.{i}"]))
-        g.nodes.append(helper.make_node("Identity", [v], [f"new_v.{i}"]))
-        outputs += [helper.make_tensor_value_info(f"new_k.{i}", f, [1, kv, "T", dh]),
-                    helper.make_tensor_value_info(f"new_v.{i}", f, [1, kv, "T", dh])]
-        if kv_only:
-            continue
-        inputs += [helper.make_tensor_value_info(f"past_k.{i}", f, [1, kv, dh, "C"]),  # keys stored transposed
-                   helper.make_tensor_value_info(f"past_v.{i}", f, [1, kv, "C", dh])]
-        q = g.op("Transpose", [g.op("Reshape", [_rope(g, q_lin, h), q_shape])], perm=[0, 2, 1, 3])
-        qg = g.op("Reshape", [q, grouped])  # [1, Hkv, g*T, Dh]
-        # Scores against the cache and the new keys, masked, with one softmax over both.
-        s_past = g.op("FusedMatMul", [qg, f"past_k.{i}"], domain="com.microsoft", alpha=scale)
-        s_new = g.op("FusedMatMul", [qg, k], domain="com.microsoft", transB=1, alpha=scale)
-        s_past = g.op("Add", [s_past, mask_past])  # [1, Hkv, g*T, C]
-        s_new = g.op("Add", [s_new, mask_new])  # [1, Hkv, g*T, T]
-        top = g.op("Max", [g.op("ReduceMax", [s_past], axes=[-1], keepdims=1),
-                           g.op("ReduceMax", [s_new], axes=[-1], keepdims=1)])
-        e_past = g.op("Exp", [g.op("Sub", [s_past, top])])
-        e_new = g.op("Exp", [g.op("Sub", [s_new, top])])
-        axis = g.const(f"{p}.axis", np.array([-1], np.int64))
-        z = g.op("Add", [g.op("ReduceSum", [e_past, axis], keepdims=1), g.op("ReduceSum", [e_new, axis], keepdims=1)])
-        o = g.op("Add", [g.op("MatMul", [e_past, f"past_v.{i}"]), g.op("MatMul", [e_new, v])])  # [1, Hkv, g*T, Dh]
-        o = g.op("Div", [o, z])
-        o = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [o, heads])], perm=[0, 2, 1, 3]), flat])
+        k_rot = _rope(g, k_lin, kv)  # [1, T, Hkv * Dh]
+        if gqa:
+            # One kernel: scores against the cache and the new keys (causal, plus the bias), the
+            # softmax, and the new K/V written into the cache buffers at n (past and present
+            # share memory, bound by the caller).
+            o = g.op("GroupQueryAttention", [_rope(g, q_lin, h), k_rot, v_lin, f"past_k.{i}", f"past_v.{i}",
+                                             "seqlens_k", "total_len", "", "", "", "bias"],
+                     domain="com.microsoft", outputs=3, num_heads=h, kv_num_heads=kv, scale=scale)
+            g.nodes[-1].output[1:] = [f"present_k.{i}", f"present_v.{i}"]
+            inputs += [cache(f"past_k.{i}"), cache(f"past_v.{i}")]
+            outputs += [cache(f"present_k.{i}"), cache(f"present_v.{i}")]
+        else:
+            k = g.op("Transpose", [g.op("Reshape", [k_rot, kv_shape])], perm=[0, 2, 1, 3])
+            v = g.op("Transpose", [g.op("Reshape", [v_lin, kv_shape])], perm=[0, 2, 1, 3])
+            g.nodes.append(helper.make_node("Identity", [k], [f"new_k.{i}"]))
+            g.nodes.append(helper.make_node("Identity", [v], [f"new_v.{i}"]))
+            outputs += [helper.make_tensor_value_info(f"new_k.{i}", f, [1, kv, "T", dh]),
+                        helper.make_tensor_value_info(f"new_v.{i}", f, [1, kv, "T", dh])]
+            if kv_only:
+                continue
+            inputs += [cache(f"past_k.{i}"), cache(f"past_v.{i}")]
+            q = g.op("Transpose", [g.op("Reshape", [_rope(g, q_lin, h), q_shape])], perm=[0, 2, 1, 3])
+            qg = g.op("Reshape", [q, grouped])  # [1, Hkv, g*T, Dh]
+            # Scores against the cache and the new keys, masked, with one softmax over both.
+            s_past = g.op("FusedMatMul", [qg, f"past_k.{i}"], domain="com.microsoft", transB=1, alpha=scale)
+            s_new = g.op("FusedMatMul", [qg, k], domain="com.microsoft", transB=1, alpha=scale)
+            s_past = g.op("Add", [s_past, mask_past])  # [1, Hkv, g*T, C]
+            s_new = g.op("Add", [s_new, mask_new])  # [1, Hkv, g*T, T]
+            top = g.op("Max", [g.op("ReduceMax", [s_past], axes=[-1], keepdims=1),
+                               g.op("ReduceMax", [s_new], axes=[-1], keepdims=1)])
+            e_past = g.op("Exp", [g.op("Sub", [s_past, top])])
+            e_new = g.op("Exp", [g.op("Sub", [s_new, top])])
+            axis = g.const(f"{p}.axis", np.array([-1], np.int64))
+            z = g.op("Add", [g.op("ReduceSum", [e_past, axis], keepdims=1),
+                             g.op("ReduceSum", [e_new, axis], keepdims=1)])
+            o = g.op("Add", [g.op("MatMul", [e_past, f"past_v.{i}"]), g.op("MatMul", [e_new, v])])  # [1, Hkv, g*T, Dh]
+            o = g.op("Div", [o, z])
+            o = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [o, heads])], perm=[0, 2, 1, 3]), flat])
         n, x = g.add_rms_norm(x, g.linear(o, _np(att.o_proj.weight), bias(att.o_proj), f"{p}.o"),
                               _np(layer.post_attention_layernorm.weight), cfg.rms_norm_eps,
                               f"{p}.post_attention_layernorm.weight")
@@ -245,14 +273,17 @@ def _quantize(src: Path, dst: Path, how: str) -> None:
 
 
 def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int] | None = None,
-           progress: Callable[[str], None] = lambda s: None) -> Path:
+           progress: Callable[[str], None] = lambda s: None, attention: str = "gqa") -> Path:
     """Write the graphs under out (with external weights) and return out: for every segment
-    [a, b) between the cuts, `layers_a_b.onnx` and `kv_a_b.onnx`, and `head.onnx`.
+    [a, b) between the cuts, `layers_a_b.onnx` (with this attention) and `kv_a_b.onnx`, and
+    `head.onnx`.
 
     Written to a temporary folder first and renamed, so a half-written export is never used.
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}")
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}")
     t0 = time.perf_counter()
     n = model.cfg.num_layers
     segs = segments(cuts or [], n)
@@ -261,7 +292,7 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
     tmp.mkdir(parents=True)
     graphs: dict[str, Callable[[], onnx.ModelProto]] = {"head": lambda: build_head(model)}
     for a, b in segs:
-        graphs[f"layers_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b)
+        graphs[f"layers_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b, attention=attention)
         graphs[f"kv_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b, kv_only=True)
     for name, build in graphs.items():
         progress(f"building {name}.onnx")
@@ -277,8 +308,7 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
         (tmp / f"{name}.f32.onnx.data").unlink()
     import onnxruntime
 
-
-    meta = {"format": FORMAT, "quantize": quantize, "onnxruntime": onnxruntime.__version__,
+    meta = {"format": FORMAT, "quantize": quantize, "attention": attention, "onnxruntime": onnxruntime.__version__,
             "segments": segs, "seconds": round(time.perf_counter() - t0, 1),
             "sha256": {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}}
     (tmp / "export.json").write_text(json.dumps(meta))
@@ -288,21 +318,23 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
     return out
 
 
-def export_dir(root: Path, model_key: str, quantize: str) -> Path:
-    """Where the export of one model, quantization and ONNX Runtime version lives."""
+def export_dir(root: Path, model_key: str, quantize: str, attention: str = "gqa") -> Path:
+    """Where the export of one model, quantization, attention and ONNX Runtime version lives."""
     import onnxruntime
 
-    return root / "onnx" / f"{model_key}-{quantize}-ort{onnxruntime.__version__}-f{FORMAT}"
+    return root / "onnx" / f"{model_key}-{quantize}-{attention}-ort{onnxruntime.__version__}-f{FORMAT}"
 
 
-def is_complete(d: Path, cuts: list[int] | None, n_layers: int) -> bool:
-    """True when d holds a finished export of this format with the segments these cuts give."""
+def is_complete(d: Path, cuts: list[int] | None, n_layers: int, attention: str = "gqa") -> bool:
+    """True when d holds a finished export of this format and attention with the segments these
+    cuts give."""
     try:
         meta = json.loads((d / "export.json").read_text())
     except (OSError, ValueError):
         return False
     segs = segments(cuts or [], n_layers)
-    if not (meta.get("format") == FORMAT and [tuple(x) for x in meta.get("segments", [])] == segs
+    if not (meta.get("format") == FORMAT and meta.get("attention") == attention
+            and [tuple(x) for x in meta.get("segments", [])] == segs
             and all((d / f"{k}_{a}_{b}.onnx").is_file() for a, b in segs for k in ("layers", "kv"))
             and (d / "head.onnx").is_file()):
         return False

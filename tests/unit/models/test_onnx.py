@@ -24,13 +24,14 @@ from tests.unit.models.helpers import CODE, PROMPTS, prompt_drafts as _drafts  #
 
 
 def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none", device: str = "cpu",
-          bind: bool | None = None) -> OnnxBackend:
-    """The loaded torch model exported to folder, cut at its exit heads and speculation's layers."""
+          bind: bool | None = None, attention: str | None = None) -> OnnxBackend:
+    """The loaded torch model exported to folder, cut at its exit heads and speculation's layers,
+    with the attention the device's graphs get unless one is given."""
     tb = loaded.backend
     model = tb.model  # type: ignore[attr-defined]
     cuts = sorted(tb.exit_heads) or default_exit_layers(model.cfg.num_layers)  # type: ignore[attr-defined]
     if not (folder / "export.json").is_file():
-        export(model, folder, quantize, cuts)
+        export(model, folder, quantize, cuts, attention=attention or onnx_backend.attention_for(device))
     w = lambda p: p.detach().cpu().numpy()  # noqa: E731
     ob = OnnxBackend(folder, model.cfg, w(model.model.embed_tokens.weight), w(model.lm_head.weight),
                      w(model.model.norm.weight), device, bind=bind)
@@ -39,14 +40,17 @@ def _onnx(loaded: LoadedModel, folder: Path, quantize: str = "none", device: str
     return ob
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["host-feed", "io-binding"])
+@pytest.fixture(scope="module", params=[("gqa", None), ("plain", False), ("plain", True)],
+                ids=["gqa", "plain-host-feed", "plain-io-binding"])
 def tiny_pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
               ) -> tuple[LoadedModel, OnnxBackend]:
-    """The tiny model and its export, fed plainly and (as on CUDA) through I/O binding of the
-    cache buffers in place, here on host memory."""
+    """The tiny model and its export: with GroupQueryAttention writing into the bound cache (the
+    CPU's graphs), and with plain attention (CUDA's), fed plainly and through I/O binding of
+    the cache buffers in place, here on host memory."""
+    attention, bind = request.param
     tiny = load_model("tiny")
-    ob = _onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny", bind=request.param)
-    assert ob.bound is request.param
+    ob = _onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny", bind=bind, attention=attention)
+    assert ob.gqa is (attention == "gqa") and ob.bound is (bind is not False)
     return tiny, ob
 
 
@@ -91,10 +95,20 @@ def test_truncate_embeds_and_tree_steps_match_torch(tiny_pair: tuple[LoadedModel
     vis = torch.zeros(3, n + 3, dtype=torch.bool)
     vis[:, :n] = True
     vis[0, n], vis[1, n + 1], vis[2, [n, n + 2]] = True, True, True
+    vis[1, 3] = False  # a cached position hidden from one token (drafts side by side hide each other's)
     pos = torch.tensor([n, n, n + 1])
     a = tb.step_tree(torch.tensor([[4, 8, 15]]), pos, vis)
     b = ob.step_tree(torch.tensor([[4, 8, 15]]), pos, vis)
     assert (a - b).abs().max().item() < 1e-4
+
+
+def test_gqa_graphs_refuse_an_unbound_cache(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    """GroupQueryAttention writes the new K/V into its past buffers: fed as copies, they would be lost."""
+    tiny, ob = tiny_pair
+    if not ob.gqa:
+        pytest.skip("plain attention graphs")
+    with pytest.raises(ValueError, match="bound"):
+        _onnx(tiny, Path(ob.folder), bind=False)
 
 
 def test_engine_drafts_are_the_same_on_both_backends(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
@@ -162,7 +176,7 @@ def _private_exports(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     from models import onnx_export
 
     real = onnx_export.export_dir
-    monkeypatch.setattr(onnx_export, "export_dir", lambda _root, key, q: real(root, key, q))
+    monkeypatch.setattr(onnx_export, "export_dir", lambda _root, key, *rest: real(root, key, *rest))
 
 
 def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
