@@ -54,6 +54,7 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-spec-stop": ("draftls greedy, 1 draft, self-speculative + stop-on-uncertain",
                          {"drafts": 1, "speculative": True, "stopOnUncertain": True}),
     "onnx": ("draftls greedy, 1 draft, ONNX Runtime float32", {"drafts": 1, "backend": "onnx"}),
+    "onnx-3": ("draftls greedy, 3 drafts decoded together, ONNX Runtime float32", {"drafts": 3, "backend": "onnx"}),
     "onnx-int8": ("draftls greedy, 1 draft, ONNX Runtime int8", {"drafts": 1, "backend": "onnx", "quantize": "int8"}),
     "onnx-int4": ("draftls greedy, 1 draft, ONNX Runtime int4", {"drafts": 1, "backend": "onnx", "quantize": "int4"}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
