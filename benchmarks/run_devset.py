@@ -30,7 +30,7 @@ from decoding.prompt import prefix_window  # noqa: E402
 from decoding.sampling import Draft  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
 from lsp.batch import Case, format_summary, load_cases, run_batch  # noqa: E402
-from models.loading import LoadedModel, load_model, to_onnx  # noqa: E402
+from models.loading import LoadedModel, load_model, resolve_backend, to_onnx  # noqa: E402
 
 START, END = "<!-- devset:start -->", "<!-- devset:end -->"
 
@@ -175,7 +175,8 @@ def main() -> None:
     for name in names:
         desc, wire = CONFIGS[name]
         settings = Settings.from_dict({"model": loaded.spec.name, **wire})[0]
-        model = loaded if settings.backend == "torch" else to_onnx(loaded, "cpu", settings.quantize, print)
+        backend = resolve_backend(settings.backend)
+        model = loaded if backend == "torch" else to_onnx(loaded, "cpu", settings.quantize, print)
         engine = Engine(model)  # a fresh cache per configuration
         complete = None
         if name == "hf-generate":
@@ -205,7 +206,8 @@ def main() -> None:
         START,
         f"Command: `.venv/bin/python benchmarks/run_devset.py --configs {','.join(names)}{limit}`  ",
         f"Machine: {machine()}  ",
-        f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, float32, CPU. "
+        f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, float32, CPU, backend "
+        f"{resolve_backend('auto')} (the default `auto`) unless the row says otherwise. "
         f"{len(cases)} cases from `{args.cases.name}`; default settings unless the row says otherwise.",
         "",
         *rows,

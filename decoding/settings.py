@@ -15,7 +15,7 @@ class Settings:
     """Every knob, fully defaulted. Wire names are camelCase (`maxNewTokens`)."""
 
     model: str = "smollm2-135m"
-    backend: Literal["torch", "onnx"] = "torch"
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime where installed (the faster, BENCHMARKS.md)
     quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, int8 dynamic, int4 weight-only
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3

@@ -19,7 +19,9 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
     p.add_argument("--drafts", type=int, help="number of drafts (default 3)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], help="where the model runs (default auto)")
-    p.add_argument("--backend", choices=["torch", "onnx"], help="torch, or ONNX Runtime (exported on first use)")
+    p.add_argument("--backend", choices=["auto", "torch", "onnx"],
+                   help="auto (default: ONNX Runtime where installed, else torch), torch, or onnx (ONNX Runtime, "
+                        "exported on first use)")
     p.add_argument("--quantize", choices=["none", "int8", "int4"], help="ONNX weights (default none)")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
     p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")

@@ -18,7 +18,7 @@ const {
 // checks they equal the server's dataclass defaults).
 const DEFAULTS = {
   model: 'smollm2-135m',
-  backend: 'torch',
+  backend: 'auto',
   quantize: 'none',
   device: 'auto',
   drafts: 3,
