@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -278,7 +279,9 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
     [a, b) between the cuts, `layers_a_b.onnx` (with this attention) and `kv_a_b.onnx`, and
     `head.onnx`.
 
-    Written to a temporary folder first and renamed, so a half-written export is never used.
+    Written to a temporary folder of its own first and renamed, so a half-written export is
+    never used, and processes exporting the same model at once (servers starting together)
+    do not write into each other's files: the first to finish wins, the others use its export.
     """
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {QUANTIZE}")
@@ -287,9 +290,27 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
     t0 = time.perf_counter()
     n = model.cfg.num_layers
     segs = segments(cuts or [], n)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Dot-prefixed: the cache's pruning leaves it alone (models/loading.py, prune).
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        _write(model, tmp, quantize, segs, progress, attention, t0)
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not (out / "export.json").is_file():
+                raise
+            log.info("another process finished the export %s first: using it", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s (%s) in %.0f s", out, quantize, time.perf_counter() - t0)
+    return out
+
+
+def _write(model: LlamaModel, tmp: Path, quantize: str, segs: list[tuple[int, int]],
+           progress: Callable[[str], None], attention: str, t0: float) -> None:
+    """Every graph of the export, and its export.json, into the folder tmp."""
     graphs: dict[str, Callable[[], onnx.ModelProto]] = {"head": lambda: build_head(model)}
     for a, b in segs:
         graphs[f"layers_{a}_{b}"] = lambda a=a, b=b: build_layers(model, a, b, attention=attention)
@@ -312,10 +333,6 @@ def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int]
             "segments": segs, "seconds": round(time.perf_counter() - t0, 1),
             "sha256": {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}}
     (tmp / "export.json").write_text(json.dumps(meta))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    log.info("exported %s (%s) in %.0f s", out, quantize, time.perf_counter() - t0)
-    return out
 
 
 def export_dir(root: Path, model_key: str, quantize: str, attention: str = "gqa") -> Path:
