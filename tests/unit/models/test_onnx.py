@@ -223,6 +223,23 @@ def test_backend_onnx_exports_once_and_falls_back_without_onnxruntime(
     assert any("onnxruntime is not installed" in r.getMessage() for r in caplog.records)
 
 
+def test_backend_auto_is_onnx_runtime_where_installed_else_torch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The default, `auto`: ONNX Runtime with onnxruntime installed; torch without it, with an
+    info line and no warning."""
+    from decoding.settings import Settings
+
+    assert Settings().backend == "auto"
+    _private_exports(monkeypatch, tmp_path)
+    assert load_model("tiny", backend="auto").backend.name == "onnx"
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    with caplog.at_level(logging.INFO):
+        loaded = load_model("tiny", backend="auto")
+    assert loaded.backend.name == "torch"
+    assert any("backend auto: onnxruntime is not installed" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 @pytest.mark.model
 def test_default_model_logits_and_greedy_drafts_match_torch(smol: LoadedModel, tmp_path: Path) -> None:
     """Float32 parity on SmolLM2 within 1e-3, and the same greedy drafts."""
