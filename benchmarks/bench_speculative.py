@@ -1,6 +1,6 @@
 """Self-speculative decoding against plain greedy: ms per generated token, and identical output.
 
-    .venv/bin/python benchmarks/bench_speculative.py [--cases 40] [--tokens 32] [--monitors]
+    .venv/bin/python benchmarks/bench_speculative.py [--cases 40] [--tokens 32] [--monitors] [--backend torch|onnx]
 
 Takes every k-th case of the dev set (both kinds), and decodes one greedy draft of up to
 `--tokens` tokens in block mode with no time budget, plain and speculative, alternating
@@ -33,11 +33,13 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=40)
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--monitors", action="store_true")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="both decoders on this backend (onnx: ONNX Runtime float32 on the CPU)")
     args = p.parse_args()
     cases, _ = load_cases((ROOT / "benchmarks" / "devset.jsonl").read_text().splitlines())
     step = max(1, len(cases) // args.cases)
     cases = cases[::step][: args.cases]
-    loaded = load_model()
+    loaded = load_model(backend=args.backend)
     engine = Engine(loaded)
     engine.ngram_table(wait=True)  # built (or read from the cache) before timing starts
     ws = ROOT / "benchmarks" / "workspace"
@@ -66,9 +68,9 @@ def main() -> None:
     mpt = {k: ms[k] / max(1, tokens[k]) for k in ms}
     cfg = engine.spec_cfg
     print(f"Command: `.venv/bin/python benchmarks/bench_speculative.py --cases {args.cases} --tokens {args.tokens}"
-          f"{' --monitors' if args.monitors else ''}`  ")
+          f"{' --monitors' if args.monitors else ''}{' --backend onnx' if args.backend == 'onnx' else ''}`  ")
     print(f"Machine: {machine()}  ")
-    print(f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, exit heads at layers "
+    print(f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name} on {loaded.backend.name}, exit heads at layers "
           f"{loaded.info.get('exit_heads')}; monitors {'on' if args.monitors else 'off'}.\n")
     print("| decoder | tokens | decode ms/token | ratio to plain | identical drafts | verify passes | drafted | "
           "accepted | acceptance | tokens per pass |")
