@@ -235,10 +235,11 @@ def load_model(name: str | None = None, device: str = "cpu", dtype: torch.dtype 
     """Load a model by name, path or hub id (device: cpu, cuda or auto) into the torch backend,
     or with backend "onnx" into ONNX Runtime (exported on first use, then cached; without
     onnxruntime installed, torch with a log line), or "auto" (ONNX Runtime where installed)."""
-    if resolve_backend(backend) == "torch" and backend == "auto":
+    resolved = resolve_backend(backend)
+    if backend == "auto" and resolved == "torch":
         log.info("backend auto: onnxruntime is not installed, so torch runs the model "
                  "(pip install 'draftls[onnx]' for the faster ONNX Runtime)")
-    backend = resolve_backend(backend)
+    backend = resolved
     loaded = _load_torch(name, device if backend == "torch" else "cpu", dtype)
     if backend == "onnx":
         from models import onnx_backend

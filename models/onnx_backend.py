@@ -44,25 +44,29 @@ def available() -> bool:
     return True
 
 
-def providers(device: str) -> list[str]:
-    """The execution providers for a device (cuda only where onnxruntime-gpu sees a GPU)."""
+def _on_cuda(device: str) -> bool:
+    """True when this device setting runs on ONNX Runtime's CUDA provider (onnxruntime-gpu)."""
     import onnxruntime as ort
 
-    have = ort.get_available_providers()
-    if device in ("cuda", "auto") and "CUDAExecutionProvider" in have:
+    return device in ("cuda", "auto") and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def providers(device: str) -> list[str]:
+    """The execution providers for a device (cuda only where onnxruntime-gpu sees a GPU)."""
+    if _on_cuda(device):
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if device == "cuda":
-        log.warning("device cuda asked for, but onnxruntime has no CUDA provider (%s): using the CPU", have)
+        import onnxruntime as ort
+
+        log.warning("device cuda asked for, but onnxruntime has no CUDA provider (%s): using the CPU",
+                    ort.get_available_providers())
     return ["CPUExecutionProvider"]
 
 
 def attention_for(device: str) -> str:
     """The export's attention for a device (models/onnx_export.py): plain operators where the
     CUDA provider will run the graphs, GroupQueryAttention on the CPU."""
-    import onnxruntime as ort
-
-    cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in ort.get_available_providers()
-    return "plain" if cuda else "gqa"
+    return "plain" if _on_cuda(device) else "gqa"
 
 
 _POOL: int | None = None
@@ -205,23 +209,24 @@ class OnnxBackend:
         # bound again only when they move (capacity doubled); the small inputs every call.
         kept = [t for t in (*past.values(), *shapes) if isinstance(t, Tensor)]
         key = (self.capacity, *(t.data_ptr() for t in kept))
+        names = [o.name for o in session.get_outputs()]
         io, bound_key = self._bindings.get(id(session), (None, None))
         if io is None or bound_key != key:
             io = session.io_binding()
             for name, t in past.items():
                 io.bind_input(name, dev, 0, np.float32, list(t.shape), t.data_ptr())
-            for o, t in zip(session.get_outputs(), shapes):
+            for name, t in zip(names, shapes):
                 if isinstance(t, Tensor):
-                    io.bind_output(o.name, dev, 0, np.float32, list(t.shape), t.data_ptr())
+                    io.bind_output(name, dev, 0, np.float32, list(t.shape), t.data_ptr())
             self._bindings[id(session)] = (io, key)
         for name, x in feed.items():
             io.bind_cpu_input(name, x)
         outs = []
-        for o, shape in zip(session.get_outputs(), shapes):
+        for name, shape in zip(names, shapes):
             t = shape
             if not isinstance(t, Tensor):
                 t = torch.empty(shape, dtype=torch.float32, device=self.cache_device)
-                io.bind_output(o.name, dev, 0, np.float32, list(shape), t.data_ptr())
+                io.bind_output(name, dev, 0, np.float32, list(shape), t.data_ptr())
             outs.append(t)
         if dev == "cuda":
             # torch queues the cache writes on its own stream: they must land before ONNX
