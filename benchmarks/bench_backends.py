@@ -76,12 +76,14 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t
 
 
-def weight_bytes(loaded: LoadedModel, bits: float) -> float:
-    """Bytes of weights one decoded token reads: every matrix of every layer and the LM head."""
+def weight_bytes(loaded: LoadedModel, bits: float, head_bits: float | None = None) -> float:
+    """Bytes of weights one decoded token reads: every matrix of every layer (`bits` a weight)
+    and the LM head (`head_bits`, by default the same)."""
     c = loaded.backend.config
     per_layer = (c.hidden_size * c.head_dim * (c.num_heads * 2 + c.num_kv_heads * 2)
                  + 3 * c.hidden_size * c.intermediate_size)
-    return (per_layer * c.num_layers + c.vocab_size * c.hidden_size) * bits / 8
+    head = c.vocab_size * c.hidden_size * (bits if head_bits is None else head_bits)
+    return (per_layer * c.num_layers * bits + head) / 8
 
 
 def decode_run(loaded: LoadedModel, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
@@ -141,7 +143,9 @@ def main() -> None:
             configs[f"ONNX Runtime {'float32' if q == 'none' else q}"] = to_onnx(torch_model, "cpu", q)
         # The attention of the CUDA graphs (plain operators, the CPU's before GroupQueryAttention).
         configs["ONNX Runtime float32, plain attention"] = to_onnx(torch_model, "cpu", "none", attention="plain")
-    bits = {name: 8 if "int8" in name else 5 if "int4" in name else 32 for name in configs}  # int4: + a float32 scale per 32
+    # Bits a weight read, layers and LM head (models/quantize.py; scales are float32): Q8_0 is 8 + 1
+    # (a scale a block of 32); Q4_1 is 4 + 1 + 1 (a scale and the block minimum's term).
+    bits = {name: (9, 9) if "int8" in name else (6, 9) if "int4" in name else (32, 32) for name in configs}
     prompt = code_ids(torch_model.tokenizer, 512)
     import argparse as ap
 
@@ -152,6 +156,7 @@ def main() -> None:
     engines = {name: Engine(m) for name, m in configs.items()}
     res: dict[str, dict[str, list[float]]] = {name: {"prefill": [], "decode": [], "edit": []} for name in configs}
     tokens: dict[str, list[int]] = {}
+    llama: dict[str, list] | None = {"decode": [], "prefill": []} if args.llamacpp_python else None
     for r in range(args.repeats):
         for name, m in configs.items():
             pre, dec, toks = decode_run(m, prompt, args.tokens)
@@ -159,15 +164,18 @@ def main() -> None:
             res[name]["decode"].append(dec * 1000)
             tokens[name] = toks
             res[name]["edit"].append(edit_request_ms(engines[name], text, r))
+        if llama is not None:
+            # llama.cpp in the same rounds (a process each: it loads in a fraction of a second), so
+            # the machine's drift hits it as it hits the others.
+            out = subprocess.run([args.llamacpp_python, "-c", LLAMA_SNIPPET, str(torch_model.spec.location),
+                                  str(torch.get_num_threads()), json.dumps(prompt), str(args.tokens), "1"],
+                                 capture_output=True, text=True, check=True)
+            one = json.loads(out.stdout.strip().splitlines()[-1])
+            llama["decode"] += one["decode"]
+            llama["prefill"] += one["prefill"]
+            llama["tokens"] = one["tokens"]
     gbs = bandwidth_gbs(device=args.device)
     ref = tokens[ref_name]
-    llama = None
-    if args.llamacpp_python:
-        gguf = str(torch_model.spec.location)
-        out = subprocess.run([args.llamacpp_python, "-c", LLAMA_SNIPPET, gguf, str(torch.get_num_threads()),
-                              json.dumps(prompt), str(args.tokens), str(args.repeats)],
-                             capture_output=True, text=True, check=True)
-        llama = json.loads(out.stdout.strip().splitlines()[-1])
     today = datetime.date.today().isoformat()
     lc = f" --llamacpp-python {args.llamacpp_python}" if args.llamacpp_python else ""
     dev = " --device cuda" if args.device == "cuda" else ""
@@ -184,7 +192,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     torch_edit = statistics.median(res[ref_name]["edit"])
     for name in configs:
-        wb = weight_bytes(torch_model, bits[name])
+        wb = weight_bytes(torch_model, *bits[name])
         floor = wb / (gbs * 1e9) * 1000
         dec = statistics.median(res[name]["decode"])
         edit = statistics.median(res[name]["edit"])

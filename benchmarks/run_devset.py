@@ -1,7 +1,7 @@
 """Quality and speed of named configurations on the dev set, side by side in one run.
 
     .venv/bin/python benchmarks/run_devset.py [--configs hf-generate,greedy,greedy-3] [--limit N]
-        [--cases benchmarks/devset.jsonl] [--write BENCHMARKS.md]
+        [--cases benchmarks/devset.jsonl] [--settings JSON] [--write BENCHMARKS.md]
 
 Every configuration sees the same cases in the same order. `hf-generate` is the plain
 baseline: the same prefix window, tokenized as it is (no token healing), greedy
@@ -160,6 +160,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="folder for per-configuration results JSONL")
     p.add_argument("--write", type=Path, help="replace the dev-set section of this Markdown file")
     p.add_argument("--llamacpp-python", help="a Python with llama-cpp-python, for the llama-cpp row")
+    p.add_argument("--settings", type=json.loads, default={},
+                   help='settings (wire names) for every row, e.g. \'{"timeBudgetMs": 60000}\' to compare '
+                        "quality without the time budget cutting drafts")
     args = p.parse_args()
 
     cases, errors = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
@@ -174,7 +177,7 @@ def main() -> None:
     raw: dict[str, object] = {}
     for name in names:
         desc, wire = CONFIGS[name]
-        settings = Settings.from_dict({"model": loaded.spec.name, **wire})[0]
+        settings = Settings.from_dict({"model": loaded.spec.name, **wire, **args.settings})[0]
         backend = resolve_backend(settings.backend)
         model = loaded if backend == "torch" else to_onnx(loaded, "cpu", settings.quantize, print)
         engine = Engine(model)  # a fresh cache per configuration
@@ -200,6 +203,8 @@ def main() -> None:
             rows = ["| config " + table[0], "|---" + table[1]]
         rows += [f"| {name}: {desc} " + line for line in table[2:]]
     limit = f" --limit {args.limit}" if args.limit else ""
+    if args.settings:
+        limit += f" --settings '{json.dumps(args.settings)}'"
     if "llama-cpp" in names:
         limit += " --llamacpp-python /tmp/llamacpp-venv/bin/python"  # see llamacpp_worker.py
     section = "\n".join([

@@ -16,7 +16,7 @@ class Settings:
 
     model: str = "smollm2-135m"
     backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime where installed (the faster, BENCHMARKS.md)
-    quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, int8 dynamic, int4 weight-only
+    quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3
     decoder: Literal["greedy", "sampling", "superposed"] = "greedy"

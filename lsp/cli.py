@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-onnx", help="export a model to ONNX Runtime graphs ahead of time (else on first use)")
     e.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
     e.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
-                   help="none (float32), int8 (dynamic) or int4 (MatMulNBits, weight-only)")
+                   help="none (float32), int8 (Q8_0 blocks) or int4 (Q4_1 blocks, LM head Q8_0)")
     e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                    help="where backend onnx will run it: the CPU's graphs use GroupQueryAttention, CUDA's plain "
                         "attention (default auto)")

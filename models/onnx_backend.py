@@ -155,6 +155,7 @@ class OnnxBackend:
         self.inv_freq = inv_freq.numpy().astype(np.float64)
         self.lens = [0] * config.num_layers  # fill per layer (they differ only mid-speculation)
         self._bindings: dict[int, tuple[Any, tuple[int, ...]]] = {}  # per session: its I/O binding, for these buffers
+        self._names: dict[int, list[str]] = {}  # per session: its output names
         self._alloc(256)
 
     def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
@@ -186,6 +187,9 @@ class OnnxBackend:
                 self.k[i][:, :, :n] = old[0][i][:, :, :n]
                 self.v[i][:, :, :n] = old[1][i][:, :, :n]
         self.capacity = capacity
+        if self.gqa:  # the GQA kernel's RoPE tables over every position the buffers hold
+            rope = self._rope(np.arange(capacity))
+            self.rope_tables = {name: torch.from_numpy(rope[name]) for name in ("cos", "sin")}
 
     def _append(self, layer: int, k: Tensor, v: Tensor) -> None:
         """Write the new K/V [1, Hkv, T, Dh] after the layer's fill."""
@@ -209,7 +213,9 @@ class OnnxBackend:
         # bound again only when they move (capacity doubled); the small inputs every call.
         kept = [t for t in (*past.values(), *shapes) if isinstance(t, Tensor)]
         key = (self.capacity, *(t.data_ptr() for t in kept))
-        names = [o.name for o in session.get_outputs()]
+        names = self._names.get(id(session))
+        if names is None:  # asked once a graph: get_outputs() builds its objects anew each call
+            names = self._names[id(session)] = [o.name for o in session.get_outputs()]
         io, bound_key = self._bindings.get(id(session), (None, None))
         if io is None or bound_key != key:
             io = session.io_binding()
@@ -288,9 +294,9 @@ class OnnxBackend:
         t, n = h.shape[1], self.lens[start]
         if self.lens[start:stop] != [n] * (stop - start):
             raise RuntimeError(f"layers {start}..{stop} hold {self.lens[start:stop]} positions")
-        if n + t > self.capacity:
-            self._alloc(max(2 * self.capacity, n + t))
         positions = np.arange(n, n + t) if positions is None else positions
+        if max(n + t, int(positions.max()) + 1) > self.capacity:
+            self._alloc(max(2 * self.capacity, n + t, int(positions.max()) + 1))
         if self.gqa:
             # Causal within the new tokens is the kernel's; the bias hides what a tree mask hides
             # (a token's ancestors always come before it, so causal never hides one of them).
@@ -300,21 +306,23 @@ class OnnxBackend:
             if new is not None:
                 bias[0, 0, :, n:] = np.where(new, 0.0, -np.inf)
             masks = {"seqlens_k": np.array([n + t - 1], np.int32), "total_len": np.array(n + t, np.int32),
-                     "bias": bias}
+                     "bias": bias, "pos": positions.astype(np.int64)[None, :]}
         else:
             mask_past = np.full((t, self.capacity), -np.inf, np.float32)
             mask_past[:, :n] = 0.0 if past is None else np.where(past, 0.0, -np.inf)
             tree = np.tril(np.ones((t, t), bool)) if new is None else new
             masks = {"mask_past": mask_past, "mask_new": np.where(tree, 0.0, -np.inf).astype(np.float32)}
-        rope = self._rope(positions)
+        # GQA graphs index the bound RoPE tables by `pos`; the others take the tokens' own rows.
+        rope = {} if self.gqa else self._rope(positions)
         h = np.ascontiguousarray(h, np.float32)
         for a, b in self._segments(start, stop):
-            past = {}
+            cache = {}
             for i in range(a, b):
-                past[f"past_k.{i}"] = self.k[i]
-                past[f"past_v.{i}"] = self.v[i]
+                cache[f"past_k.{i}"] = self.k[i]
+                cache[f"past_v.{i}"] = self.v[i]
+            past = {**self.rope_tables, **cache} if self.gqa else cache
             # The GQA graphs write the new K/V into the buffers (bound as their outputs too).
-            kv: list[tuple[int, ...] | Tensor] = (list(past.values()) if self.gqa else self._kv_shapes(t, a, b))
+            kv: list[tuple[int, ...] | Tensor] = (list(cache.values()) if self.gqa else self._kv_shapes(t, a, b))
             out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, past, [tuple(h.shape), *kv])
             for j, i in enumerate(range(a, b)):
                 if self.gqa:

@@ -10,7 +10,9 @@ self-speculation can run the first layers, read an exit head, and run the rest:
   cache buffers `past_k.i`, `past_v.i` [1, Hkv, C, Dh]. The caller owns the cache: C is the
   buffer's capacity, of which the first n positions are filled. Attention comes in two
   flavours (`ATTENTION`):
-  - `gqa` (the CPU's): ONNX Runtime's GroupQueryAttention, one kernel a layer. Inputs
+  - `gqa` (the CPU's): ONNX Runtime's GroupQueryAttention, one kernel a layer, on the packed
+    q/k/v, which it rotates itself: `cos`, `sin` are then tables [P, Dh/2] over positions
+    0..P-1 (P >= n + T) and `pos` [1, T] the tokens' positions in them. Inputs
     `seqlens_k` [1] (n + T - 1), `total_len` (n + T) and an additive `bias` [1, 1, T, n + T]
     over the keys each token sees (zeros for a plain causal step; tree masks for drafts side
     by side and speculation's verify passes). It writes the new K/V into the buffers in
@@ -27,9 +29,10 @@ self-speculation can run the first layers, read an exit head, and run the rest:
 - `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
-The embedding table stays outside (a row lookup). Quantized variants replace the MatMuls:
-int8 with dynamic quantization, int4 with MatMulNBits (block size 32), both from
-onnxruntime.quantization.
+The embedding table stays outside (a row lookup). Quantized variants replace the MatMuls
+with ONNX Runtime's MatMulNBits in llama.cpp's block formats (models/quantize.py): int8 is
+Q8_0 throughout; int4 is Q4_1 in the layers and Q8_0 in the LM head, the default model's own
+GGUF formats, so its blocks come back exactly.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models.config import ModelConfig
 from models.llama import LlamaModel
 from models.loading import sha256_file
+from models.quantize import quantize_graph
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,8 @@ OPSET = 17
 # The file format version: opset 17's own, not the installed onnx's newest (onnx 1.23 writes
 # 14, which onnxruntime 1.31 and older refuse). Every onnxruntime we allow reads 8.
 IR_VERSION = 8
-FORMAT = 6  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed)
+FORMAT = 7  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed;
+# 7: GQA on packed q/k/v with its own RoPE; quantized in llama.cpp's block formats)
 QUANTIZE = ("none", "int8", "int4")
 ATTENTION = ("gqa", "plain")
 
@@ -86,15 +91,20 @@ class _Graph:
         y = self.op("MatMul", [x, self.const(name, weight.T)])
         return self.op("Add", [y, self.const(name + ".bias", bias)]) if bias is not None else y
 
-    def linears(self, x: str, weights: list[np.ndarray], biases: list[np.ndarray | None], name: str) -> list[str]:
-        """Several projections of one input as one MatMul over the concatenated weights, then a
-        Split: one kernel call reads the input once (q/k/v, gate/up)."""
+    def packed(self, x: str, weights: list[np.ndarray], biases: list[np.ndarray | None], name: str) -> str:
+        """Several projections of one input as one MatMul over the concatenated weights: one
+        kernel call reads the input once (q/k/v, gate/up); their outputs side by side."""
         w = np.concatenate([wt.T for wt in weights], axis=1)
         y = self.op("MatMul", [x, self.const(name, w)])
         if any(b is not None for b in biases):
             b = np.concatenate([bb if bb is not None else np.zeros(wt.shape[0], np.float32)
                                 for bb, wt in zip(biases, weights)])
             y = self.op("Add", [y, self.const(name + ".bias", b)])
+        return y
+
+    def linears(self, x: str, weights: list[np.ndarray], biases: list[np.ndarray | None], name: str) -> list[str]:
+        """`packed`, then a Split into the projections."""
+        y = self.packed(x, weights, biases, name)
         sizes = self.const(name + ".split", np.array([wt.shape[0] for wt in weights], np.int64))
         first = self.op("Split", [y, sizes], outputs=len(weights), axis=-1)
         return [first] + [f"{first}_{i}" for i in range(1, len(weights))]
@@ -135,10 +145,13 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
     plain = attention == "plain" and not kv_only
     g = _Graph()
     f = TensorProto.FLOAT
+    # RoPE: the GQA kernel rotates q and k itself from tables over all positions, indexed by
+    # the tokens' positions; the other graphs get the tokens' own rows (see _rope).
+    rows = "P" if gqa else "T"
     inputs = [
         helper.make_tensor_value_info("h", f, [1, "T", d]),
-        helper.make_tensor_value_info("cos", f, ["T", dh // 2]),
-        helper.make_tensor_value_info("sin", f, ["T", dh // 2]),
+        helper.make_tensor_value_info("cos", f, [rows, dh // 2]),
+        helper.make_tensor_value_info("sin", f, [rows, dh // 2]),
         helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "T"]),
     ]
     if gqa:
@@ -174,20 +187,23 @@ def build_layers(model: LlamaModel, start: int, stop: int, kv_only: bool = False
             n, x = g.add_rms_norm(x, mlp_out, _np(layer.input_layernorm.weight), cfg.rms_norm_eps,
                                   f"{p}.input_layernorm.weight")
         projs = [att.k_proj, att.v_proj] if kv_only else [att.q_proj, att.k_proj, att.v_proj]
-        outs = g.linears(n, [_np(m.weight) for m in projs], [bias(m) for m in projs], f"{p}.qkv")
-        q_lin, k_lin, v_lin = ([None] + outs) if kv_only else outs
-        k_rot = _rope(g, k_lin, kv)  # [1, T, Hkv * Dh]
+        weights, biases = [_np(m.weight) for m in projs], [bias(m) for m in projs]
         if gqa:
-            # One kernel: scores against the cache and the new keys (causal, plus the bias), the
-            # softmax, and the new K/V written into the cache buffers at n (past and present
-            # share memory, bound by the caller).
-            o = g.op("GroupQueryAttention", [_rope(g, q_lin, h), k_rot, v_lin, f"past_k.{i}", f"past_v.{i}",
-                                             "seqlens_k", "total_len", "", "", "", "bias"],
-                     domain="com.microsoft", outputs=3, num_heads=h, kv_num_heads=kv, scale=scale)
+            # One kernel on the packed q/k/v [1, T, (H + 2 Hkv) * Dh]: RoPE on q and k, scores
+            # against the cache and the new keys (causal, plus the bias), the softmax, and the
+            # new K/V written into the cache buffers at n (past and present share memory, bound
+            # by the caller).
+            o = g.op("GroupQueryAttention", [g.packed(n, weights, biases, f"{p}.qkv"), "", "", f"past_k.{i}",
+                                             f"past_v.{i}", "seqlens_k", "total_len", "cos", "sin", "pos", "bias"],
+                     domain="com.microsoft", outputs=3, num_heads=h, kv_num_heads=kv, scale=scale,
+                     do_rotary=1, rotary_interleaved=0)
             g.nodes[-1].output[1:] = [f"present_k.{i}", f"present_v.{i}"]
             inputs += [cache(f"past_k.{i}"), cache(f"past_v.{i}")]
             outputs += [cache(f"present_k.{i}"), cache(f"present_v.{i}")]
         else:
+            outs = g.linears(n, weights, biases, f"{p}.qkv")
+            q_lin, k_lin, v_lin = ([None] + outs) if kv_only else outs
+            k_rot = _rope(g, k_lin, kv)  # [1, T, Hkv * Dh]
             k = g.op("Transpose", [g.op("Reshape", [k_rot, kv_shape])], perm=[0, 2, 1, 3])
             v = g.op("Transpose", [g.op("Reshape", [v_lin, kv_shape])], perm=[0, 2, 1, 3])
             g.nodes.append(helper.make_node("Identity", [k], [f"new_k.{i}"]))
@@ -256,21 +272,10 @@ def _save(proto: onnx.ModelProto, path: Path) -> None:
                     location=path.name + ".data", size_threshold=1024)
 
 
-def _quantize(src: Path, dst: Path, how: str) -> None:
-    if how == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                         use_external_data_format=True,
-                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-    elif how == "int4":
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        q = MatMulNBitsQuantizer(onnx.load(str(src)), block_size=32, is_symmetric=True, accuracy_level=4)
-        q.process()
-        _save(q.model.model, dst)
-    else:
-        raise ValueError(f"unknown quantization {how!r}")
+def _block_format(quantize: str, graph: str) -> str:
+    """The block format of a graph's products: int8 is Q8_0 throughout; int4 is Q4_1 in the
+    layers and Q8_0 in the LM head, as in the default model's GGUF (see models/quantize.py)."""
+    return "q8_0" if quantize == "int8" or graph == "head" else "q4_1"
 
 
 def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int] | None = None,
@@ -318,15 +323,10 @@ def _write(model: LlamaModel, tmp: Path, quantize: str, segs: list[tuple[int, in
     for name, build in graphs.items():
         progress(f"building {name}.onnx")
         proto = build()
-        if quantize == "none":
-            _save(proto, tmp / f"{name}.onnx")
-            continue
-        plain = tmp / f"{name}.f32.onnx"
-        _save(proto, plain)
-        progress(f"quantizing {name}.onnx ({quantize})")
-        _quantize(plain, tmp / f"{name}.onnx", quantize)
-        plain.unlink()
-        (tmp / f"{name}.f32.onnx.data").unlink()
+        if quantize != "none":
+            progress(f"quantizing {name}.onnx ({quantize})")
+            quantize_graph(proto, _block_format(quantize, name))
+        _save(proto, tmp / f"{name}.onnx")
     import onnxruntime
 
     meta = {"format": FORMAT, "quantize": quantize, "attention": attention, "onnxruntime": onnxruntime.__version__,
