@@ -7,6 +7,11 @@ top draft (the ghost text) and asks again, and types a character that no draft p
 and asks again. The same run is repeated with `kvReuse` off, side by side.
 
     .venv/bin/python benchmarks/bench_server.py [--sites 8] [--typed 2] [--write BENCHMARKS.md]
+    .venv/bin/python benchmarks/bench_server.py --backends torch,auto   # the same server on each backend
+
+With --backends, each backend's server runs the same sites (kvReuse on, the default), the
+backends in turn, twice, so the machine's drift hits them alike; it prints one row per
+backend, with the ratio of a request after a one-character edit to the first backend's.
 
 Client-side wall-clock per request; timings from the server's `draftls.status` too.
 """
@@ -51,12 +56,12 @@ def sites(n: int) -> list[tuple[str, str, int, int]]:
     return out
 
 
-async def run(kv_reuse: bool, n_sites: int, typed: int) -> dict[str, list[float]]:
+async def run(kv_reuse: bool, n_sites: int, typed: int, backend: str = "auto") -> dict[str, list[float]]:
     cfg = ClientServerConfig(server_command=[sys.executable, "-m", "lsp.cli", "serve"])
     client: LanguageClient = await cfg.start(devtools=None)
     await client.initialize_session(types.InitializeParams(
         capabilities=types.ClientCapabilities(),
-        initialization_options={"kvReuse": kv_reuse, "drafts": 3, "timeBudgetMs": 10000}))
+        initialization_options={"kvReuse": kv_reuse, "drafts": 3, "timeBudgetMs": 10000, "backend": backend}))
 
     async def status() -> dict[str, Any]:
         return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="draftls.status"))
@@ -115,7 +120,11 @@ def main() -> None:
     p.add_argument("--sites", type=int, default=8)
     p.add_argument("--typed", type=int, default=2, help="rounds of (suggested character, other character) per site")
     p.add_argument("--write", type=Path, help="replace the server section of this Markdown file")
+    p.add_argument("--backends", help="compare backends (e.g. torch,auto) instead of kvReuse on and off")
     args = p.parse_args()
+    if args.backends:
+        compare_backends([b.strip() for b in args.backends.split(",")], args.sites, args.typed)
+        return
     rows = []
     res = {}
     for reuse in (True, False):
@@ -154,6 +163,32 @@ def main() -> None:
         else:
             doc = doc.rstrip() + "\n\n## Language server latency (issue 4)\n\n" + section + "\n"
         args.write.write_text(doc)
+
+
+def compare_backends(backends: list[str], n_sites: int, typed: int, rounds: int = 2) -> None:
+    """The same sites on each backend's server, the backends in turn, `rounds` times (a
+    server a round and backend: each warms up over all the sites, as an editor's would)."""
+    res: dict[str, dict[str, list[float]]] = {b: {} for b in backends}
+    for r in range(rounds):
+        for b in backends:
+            print(f"round {r + 1}, backend {b}", file=sys.stderr)
+            for k, v in asyncio.run(run(True, n_sites, typed, b)).items():
+                res[b].setdefault(k, []).extend(v)
+    med = {b: {k: statistics.median(v) for k, v in r.items() if v} for b, r in res.items()}
+    ref = med[backends[0]]
+    print(f"Command: `.venv/bin/python benchmarks/bench_server.py --backends {','.join(backends)} "
+          f"--sites {n_sites} --typed {typed}`  ")
+    print(f"Machine: {machine()}  ")
+    print(f"Date: {datetime.date.today().isoformat()}. Model: smollm2-135m (3 drafts, timeBudgetMs 10000, kvReuse on, "
+          f"other settings default). {n_sites} sites x {typed} rounds of typing, the backends in turn, {rounds} times "
+          "(a server each time); medians of client-side wall-clock.\n")
+    print("| backend | first request ms | typed another character ms | vs " + backends[0] + " | typed the suggested "
+          "character ms |")
+    print("|---|---|---|---|---|")
+    for b in backends:
+        m = med[b]
+        print(f"| {b} | {m['cold']:.0f} | {m['other']:.0f} | {ref['other'] / m['other']:.2f}x | "
+              f"{m.get('through', float('nan')):.0f} |")
 
 
 if __name__ == "__main__":
