@@ -320,10 +320,10 @@ class OnnxBackend:
             for i in range(a, b):
                 cache[f"past_k.{i}"] = self.k[i]
                 cache[f"past_v.{i}"] = self.v[i]
-            past = {**self.rope_tables, **cache} if self.gqa else cache
+            buffers = {**self.rope_tables, **cache} if self.gqa else cache  # bound in place
             # The GQA graphs write the new K/V into the buffers (bound as their outputs too).
             kv: list[tuple[int, ...] | Tensor] = (list(cache.values()) if self.gqa else self._kv_shapes(t, a, b))
-            out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, past, [tuple(h.shape), *kv])
+            out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, buffers, [tuple(h.shape), *kv])
             for j, i in enumerate(range(a, b)):
                 if self.gqa:
                     self.lens[i] = n + t
