@@ -14,7 +14,7 @@ Measures, on the same prompts (real code: the standard library's `argparse.py`):
 - ONNX Runtime float32 with the plain attention operators of the CUDA graphs, against the
   CPU's GroupQueryAttention;
 - llama.cpp (llama-cpp-python in its own venv, see llamacpp_worker.py) on the shipped GGUF
-  with the same threads, when --llamacpp-python is given.
+  with the same threads, in the same rounds as the others, when --llamacpp-python is given.
 With --device cuda: torch on the CPU (the reference tokens), torch on the GPU, and ONNX
 Runtime's CUDA provider in float32 (KV cache on the GPU by I/O binding, and copied from the
 host each call, to show what the binding saves) and int4; the floor is then the GPU's.

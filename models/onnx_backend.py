@@ -295,8 +295,9 @@ class OnnxBackend:
         if self.lens[start:stop] != [n] * (stop - start):
             raise RuntimeError(f"layers {start}..{stop} hold {self.lens[start:stop]} positions")
         positions = np.arange(n, n + t) if positions is None else positions
-        if max(n + t, int(positions.max()) + 1) > self.capacity:
-            self._alloc(max(2 * self.capacity, n + t, int(positions.max()) + 1))
+        need = max(n + t, int(positions.max()) + 1)  # the GQA kernel's RoPE tables reach every position
+        if need > self.capacity:
+            self._alloc(max(2 * self.capacity, need))
         if self.gqa:
             # Causal within the new tokens is the kernel's; the bias hides what a tree mask hides
             # (a token's ancestors always come before it, so causal never hides one of them).
