@@ -11,9 +11,10 @@ place with I/O binding:
   token), and the new K/V are appended here. With a CPU-only torch beside onnxruntime-gpu
   the buffers stay on the host and are copied in on each call (said once in the log).
 
-The layers run in the export's segments (cut at the exit layers), so early exit and
-self-speculation work as on torch where their layers are segment bounds; per-layer fill
-lengths let speculation run the early layers ahead of the late ones.
+Plain decoding runs all layers in one graph. Early exit and self-speculation run the
+export's segments (cut at the exit layers), loaded when first needed in place of that graph;
+they work as on torch where their layers are segment bounds, and per-layer fill lengths let
+speculation run the early layers ahead of the late ones.
 """
 
 from __future__ import annotations
@@ -126,8 +127,12 @@ class OnnxBackend:
         options = [{"use_tf32": "0"} if p == "CUDAExecutionProvider" else {} for p in self.providers]
         session = lambda name: ort.InferenceSession(str(folder / name), so, providers=self.providers,  # noqa: E731
                                                     provider_options=options)
-        self.layers = {(a, b): session(f"layers_{a}_{b}.onnx") for a, b in self.segments}
-        self.kv = {(a, b): session(f"kv_{a}_{b}.onnx") for a, b in self.segments}
+        self._session = session
+        # Plain decoding runs all layers in one graph; the segments' graphs load when early exit
+        # or speculation first runs part of the layers (`_split`).
+        whole = (0, config.num_layers)
+        self.layers: dict[tuple[int, int], Any] = {whole: session(f"layers_0_{config.num_layers}.onnx")}
+        self.kv: dict[tuple[int, int], Any] = {}  # state copying's graphs, loaded on first use
         self.head = session("head.onnx")
         # A CUDA provider that is listed but cannot load (no CUDA or cuDNN libraries found)
         # leaves the session on the CPU: believe the session, not the list.
@@ -282,10 +287,33 @@ class OnnxBackend:
                 "pos": np.arange(len(positions), dtype=np.int64)[None, :]}
 
     def _segments(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The loaded graphs that run layers [start, stop), in order."""
+        if (start, stop) in self.layers:
+            return [(start, stop)]
+        segs = self._cut(start, stop)
+        self._split()
+        return segs
+
+    def _cut(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """The export's segments that make up layers [start, stop)."""
         segs = [(a, b) for a, b in self.segments if start <= a and b <= stop]
         if not segs or segs[0][0] != start or segs[-1][1] != stop:
             raise NotImplementedError(f"layers [{start}, {stop}) do not fall on the export's segments {self.segments}")
         return segs
+
+    def _split(self) -> None:
+        """Load the segments' graphs and drop the all-layers one, so that the weights are never
+        held twice: from now on every pass runs segment by segment (as early exit and
+        speculation need)."""
+        whole = (0, self.config.num_layers)
+        if whole in self.layers and whole not in self.segments:
+            log.info("loading the ONNX layer segments %s (early exit or speculation)", self.segments)
+            old = self.layers.pop(whole)
+            self._bindings.pop(id(old), None)  # keyed by id: a later session may get the same one
+            self._names.pop(id(old), None)
+        for a, b in self.segments:
+            if (a, b) not in self.layers:
+                self.layers[(a, b)] = self._session(f"layers_{a}_{b}.onnx")
 
     def _layers(self, h: np.ndarray, start: int, stop: int, positions: np.ndarray | None = None,
                 past: np.ndarray | None = None, new: np.ndarray | None = None) -> np.ndarray:
@@ -370,7 +398,9 @@ class OnnxBackend:
         x = np.ascontiguousarray(h.float().cpu().numpy(), np.float32)
         n, t = self.lens[start], x.shape[1]
         rope = self._rope(np.arange(n, n + t))
-        for a, b in self._segments(start, stop):
+        for a, b in self._cut(start, stop):
+            if (a, b) not in self.kv:
+                self.kv[(a, b)] = self._session(f"kv_{a}_{b}.onnx")
             out = self._run(self.kv[(a, b)], {"h": x, **rope}, {}, self._kv_shapes(t, a, b))
             for j, i in enumerate(range(a, b)):
                 self._append(i, out[2 * j], out[2 * j + 1])

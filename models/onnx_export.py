@@ -26,6 +26,9 @@ self-speculation can run the first layers, read an exit head, and run the rest:
   SimplifiedLayerNormalization and SkipSimplifiedLayerNormalization (the residual add with
   the next norm), RotaryEmbedding; q/k/v and gate/up are one MatMul each over concatenated
   weights.
+- `layers_0_N.onnx`: all N layers in one graph, the segments chained (`chain`), reading the
+  segments' weight files: plain decoding runs one graph a token, not one a segment (7% to
+  11% faster per token at 1,500 cached tokens, BENCHMARKS.md).
 - `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
@@ -61,8 +64,9 @@ OPSET = 17
 # The file format version: opset 17's own, not the installed onnx's newest (onnx 1.23 writes
 # 14, which onnxruntime 1.31 and older refuse). Every onnxruntime we allow reads 8.
 IR_VERSION = 8
-FORMAT = 7  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed;
-# 7: GQA on packed q/k/v with its own RoPE; quantized in llama.cpp's block formats)
+FORMAT = 8  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed;
+# 7: GQA on packed q/k/v with its own RoPE; quantized in llama.cpp's block formats; 8: all layers
+# in one graph too)
 QUANTIZE = ("none", "int8", "int4")
 ATTENTION = ("gqa", "plain")
 
@@ -267,6 +271,43 @@ def build_head(model: LlamaModel) -> onnx.ModelProto:
                              opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
 
 
+def chain(parts: list[onnx.ModelProto], name: str) -> onnx.ModelProto:
+    """One graph that runs layer graphs one after another: each one's `h_out` is the next one's
+    `h`. Inputs of the same name (masks, RoPE, positions) are shared; every other name of part j
+    gets the prefix `s{j}/`. Initializers keep their data, external references included."""
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    inputs: dict[str, onnx.ValueInfoProto] = {}
+    outputs: list[onnx.ValueInfoProto] = []
+    last = len(parts) - 1
+    for j, part in enumerate(parts):
+        g = part.graph
+        keep = {i.name for i in g.input} | {o.name for o in g.output}
+        names = {k: k for k in keep}
+        if j > 0:
+            names["h"] = f"s{j - 1}/h_out"  # the residual stream from the part before
+        if j < last:
+            names["h_out"] = f"s{j}/h_out"
+        rename = lambda t, j=j, names=names: "" if not t else names.get(t, f"s{j}/{t}")  # noqa: E731
+        for x in g.input:
+            if j == 0 or x.name != "h":
+                inputs.setdefault(x.name, x)
+        for o in g.output:
+            if o.name != "h_out" or j == last:
+                outputs.append(o)
+        for t in g.initializer:
+            t.name = rename(t.name)
+            inits.append(t)
+        for node in g.node:
+            node.input[:] = [rename(t) for t in node.input]
+            node.output[:] = [rename(t) for t in node.output]
+            node.name = f"s{j}/{node.name}" if node.name else ""
+            nodes.append(node)
+    outputs.sort(key=lambda o: o.name != "h_out")  # h_out first, then the layers' K/V in order (stable)
+    graph = helper.make_graph(nodes, name, list(inputs.values()), outputs, inits)
+    return helper.make_model(graph, ir_version=parts[0].ir_version, opset_imports=parts[0].opset_import)
+
+
 def _save(proto: onnx.ModelProto, path: Path) -> None:
     onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
@@ -281,8 +322,8 @@ def _block_format(quantize: str, graph: str) -> str:
 def export(model: LlamaModel, out: Path, quantize: str = "none", cuts: list[int] | None = None,
            progress: Callable[[str], None] = lambda s: None, attention: str = "gqa") -> Path:
     """Write the graphs under out (with external weights) and return out: for every segment
-    [a, b) between the cuts, `layers_a_b.onnx` (with this attention) and `kv_a_b.onnx`, and
-    `head.onnx`.
+    [a, b) between the cuts, `layers_a_b.onnx` (with this attention) and `kv_a_b.onnx`,
+    `layers_0_N.onnx` (all of them chained) and `head.onnx`.
 
     Written to a temporary folder of its own first and renamed, so a half-written export is
     never used, and processes exporting the same model at once (servers starting together)
@@ -327,6 +368,13 @@ def _write(model: LlamaModel, tmp: Path, quantize: str, segs: list[tuple[int, in
             progress(f"quantizing {name}.onnx ({quantize})")
             quantize_graph(proto, _block_format(quantize, name))
         _save(proto, tmp / f"{name}.onnx")
+    n = model.cfg.num_layers
+    if len(segs) > 1:
+        # All layers in one graph, for plain decoding: one run a token instead of one a segment.
+        # Its weights are the segments' files (referenced, not copied).
+        progress(f"building layers_0_{n}.onnx")
+        parts = [onnx.load(str(tmp / f"layers_{a}_{b}.onnx"), load_external_data=False) for a, b in segs]
+        onnx.save_model(chain(parts, f"draftls_layers_0_{n}"), str(tmp / f"layers_0_{n}.onnx"))
     import onnxruntime
 
     meta = {"format": FORMAT, "quantize": quantize, "attention": attention, "onnxruntime": onnxruntime.__version__,
@@ -353,6 +401,7 @@ def is_complete(d: Path, cuts: list[int] | None, n_layers: int, attention: str =
     if not (meta.get("format") == FORMAT and meta.get("attention") == attention
             and [tuple(x) for x in meta.get("segments", [])] == segs
             and all((d / f"{k}_{a}_{b}.onnx").is_file() for a, b in segs for k in ("layers", "kv"))
+            and (d / f"layers_0_{n_layers}.onnx").is_file()
             and (d / "head.onnx").is_file()):
         return False
     # Every file against its checksum: a corrupt graph or weights file is exported again.

@@ -102,6 +102,34 @@ def test_truncate_embeds_and_tree_steps_match_torch(tiny_pair: tuple[LoadedModel
     assert (a - b).abs().max().item() < 1e-4
 
 
+def test_one_graph_runs_all_layers_until_part_of_them_is_needed(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    """Plain decoding runs the chained graph of all layers, which reads the segments' weight
+    files; the first pass over part of the layers (early exit, speculation) loads the segments
+    in its place, and the logits stay the same."""
+    tiny, ob = tiny_pair
+    folder = Path(ob.folder)
+    n = tiny.backend.config.num_layers
+    whole = (0, n)
+    assert not (folder / f"layers_0_{n}.onnx.data").exists()  # no second copy of the weights
+    assert (folder / f"layers_0_{n}.onnx").stat().st_size < (folder / "layers_2_4.onnx.data").stat().st_size
+    fresh = _onnx(tiny, folder, bind=None if ob.gqa else ob.bound)
+    assert len(fresh.segments) == 3 and list(fresh.layers) == [whole] and not fresh.kv
+    ids = tiny.tokenizer.encode(CODE)
+    fresh.reset()
+    a = fresh.prefill(torch.tensor([ids]), all_logits=True)
+    step = fresh.step(torch.tensor([[11]]))
+    assert list(fresh.layers) == [whole]
+    fresh.reset()
+    cut = fresh.segments[0][1]
+    h = fresh.run_layers(fresh.embed(torch.tensor([ids])), 0, cut)
+    assert set(fresh.layers) == set(fresh.segments)  # the whole graph is gone: weights are held once
+    b = fresh.exit_logits(fresh.run_layers(h, cut, n), n)
+    assert (a - b).abs().max().item() < 1e-5
+    assert (fresh.step(torch.tensor([[11]])) - step).abs().max().item() < 1e-5
+    fresh.fill_kv(h[:, -1:], cut, n)  # state copying loads its graphs when first used
+    assert set(fresh.kv) == {s for s in fresh.segments if s[0] >= cut}
+
+
 def test_gqa_graphs_refuse_an_unbound_cache(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
     """GroupQueryAttention writes the new K/V into its past buffers: fed as copies, they would be lost."""
     tiny, ob = tiny_pair
