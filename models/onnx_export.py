@@ -27,8 +27,8 @@ self-speculation can run the first layers, read an exit head, and run the rest:
   the next norm), RotaryEmbedding; q/k/v and gate/up are one MatMul each over concatenated
   weights.
 - `layers_0_N.onnx`: all N layers in one graph, the segments chained (`chain`), reading the
-  segments' weight files: plain decoding runs one graph a token, not one a segment (7% to
-  11% faster per token at 1,500 cached tokens, BENCHMARKS.md).
+  segments' weight files: plain decoding runs one graph a token, not one a segment (about
+  1 ms a token less, BENCHMARKS.md).
 - `kv_a_b.onnx`: each layer's K/V from one input `h` (state copying for skipped layers).
 - `head.onnx`: the final norm and the LM head, `h` [1, T, D] -> `logits` [1, T, V].
 
