@@ -165,6 +165,10 @@ class Engine:
 
     def _complete(self, req: CompletionRequest, cancelled: Callable[[], bool]) -> CompletionResult:
         s = req.settings
+        if s.speculative or s.early_exit:
+            # Once, outside the time budget: the ONNX backend loads its layer segments, and the
+            # prefill below then warms them, instead of the first draft's passes.
+            self.backend.prepare_partial()
         t0 = time.perf_counter()
         if s.kv_reuse and (left := typed_through(self.last, req)) is not None:
             self.stats["typed_through"] += 1

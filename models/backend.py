@@ -41,6 +41,7 @@ class Backend(Protocol):
     def draft_logits(self, h: Tensor, layer: int) -> Tensor: ...
     def fill_kv(self, h: Tensor, start: int, stop: int) -> None: ...
     def layer_lengths(self) -> list[int]: ...
+    def prepare_partial(self) -> None: ...
 
 
 class TorchBackend:
@@ -156,6 +157,9 @@ class TorchBackend:
     def truncate(self, n: int) -> None:
         """Roll the cache back to its first n positions."""
         self.cache.truncate(n)
+
+    def prepare_partial(self) -> None:
+        """Get ready to run part of the layers (early exit, speculation): nothing to do here."""
 
     def select(self, rows: Tensor) -> None:
         """Keep (or repeat) the cache rows given by `rows` [B']."""

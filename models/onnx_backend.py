@@ -301,6 +301,11 @@ class OnnxBackend:
             raise NotImplementedError(f"layers [{start}, {stop}) do not fall on the export's segments {self.segments}")
         return segs
 
+    def prepare_partial(self) -> None:
+        """Get ready to run part of the layers (early exit, speculation): load the segments
+        now, before a request's time budget starts, rather than in its first partial pass."""
+        self._split()
+
     def _split(self) -> None:
         """Load the segments' graphs and drop the all-layers one, so that the weights are never
         held twice: from now on every pass runs segment by segment (as early exit and

@@ -163,6 +163,8 @@ def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path
     s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000,
                             feature: True})[0]
     plain = Settings.from_dict({**s.to_wire(), feature: False})[0]
+    split, at = ob._split, []
+    ob._split = lambda: (at.append(ob.length), split())[1]  # type: ignore[method-assign]
     for text in PROMPTS:
         runs = [Engine(x).complete(CompletionRequest(text, len(text), settings=s)) for x in (loaded, other)]
         assert [d.token_ids for d in runs[0].drafts] == [d.token_ids for d in runs[1].drafts]
@@ -171,6 +173,9 @@ def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path
         if feature == "speculative":  # lossless: plain greedy's tokens
             base = Engine(other).complete(CompletionRequest(text, len(text), settings=plain))
             assert [d.token_ids for d in base.drafts] == [d.token_ids for d in runs[1].drafts]
+    # The segments were loaded before the first request's prefill (outside its time budget),
+    # in place of the graph of all layers.
+    assert at[0] == 0 and set(ob.layers) == set(ob.segments)
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
