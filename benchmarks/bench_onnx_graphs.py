@@ -46,7 +46,7 @@ def main() -> None:
         assert isinstance(whole, OnnxBackend)
         split = OnnxBackend(whole.folder, model.cfg, weight(model.model.embed_tokens.weight),
                             weight(model.lm_head.weight), weight(model.model.norm.weight), "cpu")
-        split._split()  # the segments, as early exit and speculation run them
+        split.prepare_partial()  # the segments, as early exit and speculation run them
         for ctx in (int(c) for c in args.contexts.split(",")):
             prompt = torch.tensor([code_ids(loaded.tokenizer, ctx)])
             logits = []

@@ -129,7 +129,7 @@ class OnnxBackend:
                                                     provider_options=options)
         self._session = session
         # Plain decoding runs all layers in one graph; the segments' graphs load when early exit
-        # or speculation first runs part of the layers (`_split`).
+        # or speculation first runs part of the layers (`prepare_partial`).
         whole = (0, config.num_layers)
         self.layers: dict[tuple[int, int], Any] = {whole: session(f"layers_0_{config.num_layers}.onnx")}
         self.kv: dict[tuple[int, int], Any] = {}  # state copying's graphs, loaded on first use
@@ -291,7 +291,7 @@ class OnnxBackend:
         if (start, stop) in self.layers:
             return [(start, stop)]
         segs = self._cut(start, stop)
-        self._split()
+        self.prepare_partial()
         return segs
 
     def _cut(self, start: int, stop: int) -> list[tuple[int, int]]:
@@ -302,14 +302,10 @@ class OnnxBackend:
         return segs
 
     def prepare_partial(self) -> None:
-        """Get ready to run part of the layers (early exit, speculation): load the segments
-        now, before a request's time budget starts, rather than in its first partial pass."""
-        self._split()
-
-    def _split(self) -> None:
-        """Load the segments' graphs and drop the all-layers one, so that the weights are never
-        held twice: from now on every pass runs segment by segment (as early exit and
-        speculation need)."""
+        """Get ready to run part of the layers (early exit, speculation): load the segments'
+        graphs and drop the all-layers one, so that the weights are never held twice. From
+        now on every pass runs segment by segment. The engine calls this before a request's
+        time budget starts; the first partial pass would otherwise."""
         whole = (0, self.config.num_layers)
         if whole in self.layers and whole not in self.segments:
             log.info("loading the ONNX layer segments %s (early exit or speculation)", self.segments)

@@ -163,8 +163,8 @@ def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path
     s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000,
                             feature: True})[0]
     plain = Settings.from_dict({**s.to_wire(), feature: False})[0]
-    split, at = ob._split, []
-    ob._split = lambda: (at.append(ob.length), split())[1]  # type: ignore[method-assign]
+    prepare, at = ob.prepare_partial, []
+    ob.prepare_partial = lambda: (at.append(ob.length), prepare())[1]  # type: ignore[method-assign]
     for text in PROMPTS:
         runs = [Engine(x).complete(CompletionRequest(text, len(text), settings=s)) for x in (loaded, other)]
         assert [d.token_ids for d in runs[0].drafts] == [d.token_ids for d in runs[1].drafts]
