@@ -6,10 +6,10 @@ Takes every k-th case of the dev set (both kinds), and decodes one greedy draft 
 `--tokens` tokens in block mode with no time budget, plain and speculative, alternating
 per case on warm engines (cold prompts: the KV cache is dropped before each run, so both
 pay the same prefill, which is not counted). On ONNX Runtime each decoder has its own
-engine and backend: speculation runs the export's layer segments, while plain decoding runs
-the graph of all layers, as it does by default (a backend that has run the segments keeps
-them). Prints ms per token for each, the ratio, how many drafts were identical, and
-speculation's counters.
+engine and backend, so that plain decoding runs the graph of all layers as it does by
+default whatever speculation does (which loads the export's layer segments if it drafts
+with the exit heads). Prints ms per token for each, the ratio, how many drafts were
+identical, and speculation's counters.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ from decoding.engine import CompletionRequest, Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
 from lsp.batch import load_cases  # noqa: E402
 from models.loading import load_model  # noqa: E402
+
+
+def backend_segments(engine: Engine) -> bool:
+    """Whether an ONNX Runtime backend runs its layer segments (rather than the one graph)."""
+    b = engine.backend
+    return hasattr(b, "segments") and len(b.segments) > 1 and set(b.layers) == set(b.segments)
 
 
 def main() -> None:
@@ -95,7 +101,9 @@ def main() -> None:
     print(f"\nFinal adaptive state: exit layer {cfg.layer}, draft length {cfg.max_draft}, per-layer acceptance "
           + json.dumps({k: round(v, 3) for k, v in sorted(cfg.alpha.items())})
           + ", free-draft acceptance " + json.dumps({k: round(cfg.acceptance(k), 3) for k in sorted(cfg.hits)})
-          + ", measured ms per pass by tokens " + json.dumps({k: round(v, 1) for k, v in sorted(cfg.pass_ms.items())}))
+          + ", measured ms per pass by tokens " + json.dumps({k: round(v, 1) for k, v in sorted(cfg.pass_ms.items())})
+          + f", exit-head rounds measured at {cfg.overhead():.2f}x their modelled time"
+          + (", the backend's segments loaded" if backend_segments(engines["spec"]) else "") + ".")
 
 
 if __name__ == "__main__":

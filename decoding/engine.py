@@ -165,9 +165,10 @@ class Engine:
 
     def _complete(self, req: CompletionRequest, cancelled: Callable[[], bool]) -> CompletionResult:
         s = req.settings
-        if s.speculative or s.early_exit:
+        if s.early_exit or (s.speculative and self.spec_cfg is not None and self.spec_cfg.max_draft > 0):
             # Once, outside the time budget: the ONNX backend loads its layer segments, and the
-            # prefill below then warms them, instead of the first draft's passes.
+            # prefill below then warms them, instead of the first draft's passes. Speculation
+            # runs part of the layers only once its probes show that exit-head drafts pay.
             self.backend.prepare_partial()
         t0 = time.perf_counter()
         if s.kv_reuse and (left := typed_through(self.last, req)) is not None:

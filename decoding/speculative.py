@@ -17,9 +17,13 @@ One round, from a token t at position P whose logits are wanted (Kangaroo / Laye
 The exit layer E and the draft length d adapt online (DEL): every few rounds the
 verified tokens are compared with the shortlisted prediction of every head layer, an
 acceptance rate per layer is kept, and E, d are set to maximise the expected tokens per
-unit of cost, (1 - a^(d+1)) / (1 - a) / (d * c_draft(E) + c_verify(E)). When no layer
-beats plain decoding (gain 1 per full step), rounds are plain steps, with a probe now
-and then to notice when drafting would pay.
+unit of cost, (1 - a^(d+1)) / (1 - a) / (d * c_draft(E) + c_verify(E)). Until a probe
+shows that some layer beats plain decoding (gain 1 per full step), rounds are full passes,
+and a probe reads the head layers' states from one of them (`step_states`). So a backend
+whose partial passes cost extra (ONNX Runtime's layer segments) runs them only once
+drafting pays. The costs are weight shares corrected by the measured time of the
+exit-head rounds: on the default model, heads that the shares say pay by 1.11x ran at
+0.96x of plain decoding (BENCHMARKS.md).
 
 Code repeats itself, so more drafters cost no model time: when the last three tokens
 occurred before (in the prompt or the draft so far), what followed them then is
@@ -51,18 +55,22 @@ from monitors.base import Monitor
 log = logging.getLogger(__name__)
 
 
+MIN_PROBED = 16  # positions a head layer must have been probed at before drafting there
+
+
 @dataclass
 class SpecConfig:
     """Where drafting exits and how far it goes; shared across requests, adapted online."""
 
     layers: list[int]  # exit layers with heads, ascending
     layer: int  # current exit layer
-    max_draft: int = 4  # current draft length d
+    max_draft: int = 0  # current draft length d (0: no exit-head drafting, until the probes show it pays)
     eta: float = 0.5  # stop drafting below this draft confidence
-    probe_every: int = 8  # rounds between acceptance probes of every layer
+    probe_every: int = 8  # rounds without a free draft between probes (4x as many while drafting does not pay)
     alpha: dict[int, float] = field(default_factory=dict)  # per-layer acceptance estimates
     probed: dict[int, list[float]] = field(default_factory=dict)  # per layer: [agreed, positions] (decayed)
     rounds: int = 0
+    probes: int = 0  # probes from full passes so far (each reads the next head layer in turn)
     lookup: int = 8  # most tokens a context-lookup draft proposes (0: no lookup drafts)
     lookup_ngram: int = 3  # tokens that must match before the lookup position
     ngram: int = 4  # most tokens an n-gram draft proposes (0: none)
@@ -71,6 +79,9 @@ class SpecConfig:
     short_share: float = 0.03  # the shortlisted head's share
     pass_ms: dict[int, float] = field(default_factory=dict)  # measured ms of a full pass over T tokens
     hits: dict[str, list[float]] = field(default_factory=dict)  # per free source: [accepted, missed] (decayed)
+    # Exit-head rounds: [measured, modelled] ms (decayed). The prior, worth about two rounds, is
+    # what the default model's rounds measured on torch: 1.24x their modelled time (BENCHMARKS.md).
+    round_ms: list[float] = field(default_factory=lambda: [124.0, 100.0])
 
     def pass_cost(self, t: int) -> float:
         """Measured (or, until measured, estimated) ms of a full pass over t tokens."""
@@ -110,13 +121,29 @@ class SpecConfig:
         body = 1.0 - self.head_share
         return d * (body * layer / n_layers + self.short_share) + body * (n_layers - layer) / n_layers + self.head_share
 
+    def overhead(self) -> float:
+        """Measured over modelled time of the exit-head rounds: what the weight shares leave
+        out, such as a partial pass's own calls, a 2-token verify's extra attention, and on
+        ONNX Runtime its layer segments."""
+        measured, modelled = self.round_ms
+        return measured / modelled if modelled > 0 else 1.0
+
+    def record_round(self, ms: float, drafted: int, n_layers: int) -> None:
+        modelled = self.cost(self.layer, drafted, n_layers) * self.pass_cost(1)
+        self.round_ms = [0.9 * self.round_ms[0] + ms, 0.9 * self.round_ms[1] + modelled]
+
     def adapt(self, n_layers: int) -> None:
         """Pick the layer and draft length with the best expected tokens per unit cost."""
         best = (1.0, self.layer, 0)  # plain decoding: one token per full step
         for layer in self.layers:
-            a = min(0.98, max(0.02, self.alpha.get(layer, 0.5)))
+            # Only a layer whose acceptance is known from enough positions: a switch to drafting
+            # on a lucky probe costs a round trip (and on ONNX Runtime, loading its segments).
+            seen = self.probed.get(layer)
+            if layer not in self.alpha or (seen is not None and seen[1] < MIN_PROBED):
+                continue
+            a = min(0.98, max(0.02, self.alpha[layer]))
             for d in range(1, 9):
-                gain = (1 - a ** (d + 1)) / (1 - a) / self.cost(layer, d, n_layers)
+                gain = (1 - a ** (d + 1)) / (1 - a) / (self.cost(layer, d, n_layers) * self.overhead())
                 if gain > best[0]:
                     best = (gain, layer, d)
         _, self.layer, self.max_draft = best
@@ -212,35 +239,45 @@ class Speculator:
             context = [*context[1:], guess[0]]
         return out
 
-    def _timed_step(self, ids: list[int]) -> Tensor:
-        """A full pass over ids, timed for the cost model: logits [T, V]."""
+    def _full_pass(self, ids: list[int], probe: bool) -> Tensor:
+        """A full pass over ids, timed for the cost model: logits [T, V]. A probe also reads a
+        head layer's states from it, a different layer each time (probing all six heads of the
+        default model cost a fifth to half of a step), and measures its head against the pass's
+        logits."""
         t0 = time.perf_counter()
-        out = self.backend.step(torch.tensor([ids]))[0]
+        x = torch.tensor([ids])
+        layer = self.cfg.layers[self.cfg.probes % len(self.cfg.layers)]
+        self.cfg.probes += probe
+        out, states = self.backend.step_states(x, [layer]) if probe else (self.backend.step(x), {})
         self.cfg.record_pass(len(ids), (time.perf_counter() - t0) * 1000)
-        return out
+        if probe:
+            self._probe(out[0], states)
+        return out[0]
 
     @torch.inference_mode()
     def _round(self, token: int, monitors: list[Monitor]) -> Tensor:
         cfg, b = self.cfg, self.backend
+        self.stats["rounds"] += 1
         for source, draft in (("lookup", self._lookup), ("near", self._near_lookup), ("ngram", self._ngram_draft)):
             guess = list(itertools.takewhile(lambda t: t not in self.eos, draft()))
             guess = guess[: cfg.free_length(source, len(guess))]
             if not guess:
                 continue
             # Verify the free draft with the full model: one pass over [token, guess...].
-            self.stats["rounds"] += 1
             self.stats[f"{source}_rounds"] += 1
-            full = self._timed_step([token, *guess])  # [1+k, V]
+            full = self._full_pass([token, *guess], probe=False)  # [1+k, V]
             self.stats["drafted"] += len(guess)
             self.stats[f"{source}_drafted"] += len(guess)
             self._source, self._taken = source, 0
             self.queue = [(y, full[j + 1]) for j, y in enumerate(guess)]
             return full[0]
-        probe = cfg.rounds % cfg.probe_every == 0
+        # Only the rounds where the exit heads would draft probe them; a quarter as often while
+        # they do not pay: every eighth such round cost speculation 5% on ONNX Runtime.
+        probe = cfg.rounds % (cfg.probe_every * (1 if cfg.max_draft else 4)) == 0
         cfg.rounds += 1
-        self.stats["rounds"] += 1
-        if cfg.max_draft == 0 and not probe:
-            return self._timed_step([token])[-1]  # drafting does not pay here
+        if cfg.max_draft == 0:
+            return self._full_pass([token], probe)[-1]  # drafting does not pay here (or is not known to)
+        t0 = time.perf_counter()
         exit_layer = cfg.layer
         cuts = sorted({l for l in cfg.layers if l < exit_layer} | {exit_layer}) if probe else [exit_layer]
         early: list[dict[int, Tensor]] = []  # per position: states at the probed layers below E
@@ -288,6 +325,7 @@ class Speculator:
             done = cut
             late[cut] = h
         full = b.exit_logits(h, self.n_layers)[0]  # [1+k, V]
+        cfg.record_round((time.perf_counter() - t0) * 1000, len(drafted), self.n_layers)
         # A monitor still here accepted every drafted token (one that failed was dropped).
         for m in list(monitors):
             try:
@@ -298,26 +336,29 @@ class Speculator:
         self.queue = [(y, full[j + 1]) for j, y in enumerate(drafted)]
         self._source = ""
         if probe:
-            self._probe(full, early, late, stack, exit_layer)
+            states = {l: torch.cat([e[l] for e in early], dim=1) for l in early[0]} | late
+            self._probe(full, states | {exit_layer: stack})
         return full[0]
 
-    def _probe(self, full: Tensor, early: list[dict[int, Tensor]], late: dict[int, Tensor], stack: Tensor,
-               exit_layer: int) -> None:
-        """Acceptance per head layer on this round's positions: does its top token match the final one?"""
-        want = full.argmax(-1)  # [1+k]
-        states = {l: torch.cat([e[l] for e in early], dim=1) for l in early[0]} | late
-        states[exit_layer] = stack
+    def _probe(self, full: Tensor, states: dict[int, Tensor]) -> None:
+        """Acceptance per head layer on a pass's positions (full [T, V], states [1, T, D] per
+        layer): would the head draft the final top token? It drafts only above `eta`, so a
+        right but unsure head gains nothing."""
+        want = full.argmax(-1)  # [T]
         for layer in self.cfg.layers:
             h = states.get(layer)
             if h is None:
                 continue
-            got = self.backend.draft_logits(h, layer)[0].argmax(-1)
+            p, got = torch.softmax(self.backend.draft_logits(h, layer)[0].float(), -1).max(-1)  # [T]
             counts = self.cfg.probed.setdefault(layer, [0.0, 0.0])
-            counts[0] = 0.95 * counts[0] + float((got == want).sum())
+            counts[0] = 0.95 * counts[0] + float(((got == want) & (p >= self.cfg.eta)).sum())
             counts[1] = 0.95 * counts[1] + len(want)
             # A Beta(1, 3) prior: a probe of one or two positions must not make a layer look perfect.
             self.cfg.alpha[layer] = (counts[0] + 1) / (counts[1] + 4)
+        drafting = self.cfg.max_draft > 0
         self.cfg.adapt(self.n_layers)
+        if drafting and self.cfg.max_draft == 0:
+            self.backend.prepare_full()  # full passes only from here: ONNX Runtime's one graph again
 
 
 def _drop(m: Monitor, monitors: list[Monitor]) -> None:

@@ -32,6 +32,7 @@ class Backend(Protocol):
     def reset(self, batch: int = 1) -> None: ...
     def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor: ...
     def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor: ...
+    def step_states(self, ids: Tensor, layers: list[int]) -> tuple[Tensor, dict[int, Tensor]]: ...
     def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor: ...
     def truncate(self, n: int) -> None: ...
     def select(self, rows: Tensor) -> None: ...
@@ -42,6 +43,7 @@ class Backend(Protocol):
     def fill_kv(self, h: Tensor, start: int, stop: int) -> None: ...
     def layer_lengths(self) -> list[int]: ...
     def prepare_partial(self) -> None: ...
+    def prepare_full(self) -> None: ...
 
 
 class TorchBackend:
@@ -131,6 +133,17 @@ class TorchBackend:
         return self.model.logits(h)
 
     @torch.inference_mode()
+    def step_states(self, ids: Tensor, layers: list[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        """As `step`, and the residual stream [B, T, D] after each of `layers` (exit layers):
+        what speculation's acceptance probes read from a full pass."""
+        h, states, done = self.embed(ids), {}, 0
+        for cut in sorted(set(layers)):
+            h = states[cut] = self.run_layers(h, done, cut)
+            done = cut
+        h = self.run_layers(h, done, self.config.num_layers)
+        return self.model.logits(h), states
+
+    @torch.inference_mode()
     def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor:
         """Append ids [1, T] at `positions` [T], token i attending only to the keys that
         `visible` [T, length + T] marks; logits [1, T, V]. Several drafts decode together
@@ -160,6 +173,9 @@ class TorchBackend:
 
     def prepare_partial(self) -> None:
         """Get ready to run part of the layers (early exit, speculation): nothing to do here."""
+
+    def prepare_full(self) -> None:
+        """Back to full passes only (speculation stopped drafting): nothing to do here."""
 
     def select(self, rows: Tensor) -> None:
         """Keep (or repeat) the cache rows given by `rows` [B']."""

@@ -217,7 +217,8 @@ class OnnxBackend:
         # One binding per graph, kept: the cache buffers (and outputs written into them) are
         # bound again only when they move (capacity doubled); the small inputs every call.
         kept = [t for t in (*past.values(), *shapes) if isinstance(t, Tensor)]
-        key = (self.capacity, *(t.data_ptr() for t in kept))
+        # A binding made for more outputs would keep the extra ones bound to freed memory.
+        key = (self.capacity, len(shapes), *(t.data_ptr() for t in kept))
         names = self._names.get(id(session))
         if names is None:  # asked once a graph: get_outputs() builds its objects anew each call
             names = self._names[id(session)] = [o.name for o in session.get_outputs()]
@@ -316,10 +317,25 @@ class OnnxBackend:
             if (a, b) not in self.layers:
                 self.layers[(a, b)] = self._session(f"layers_{a}_{b}.onnx")
 
+    def prepare_full(self) -> None:
+        """Back to the graph of all layers, dropping the segments: speculation stopped drafting
+        with the exit heads, so only full passes come (until a partial pass loads them again)."""
+        whole = (0, self.config.num_layers)
+        if whole in self.layers:
+            return
+        log.info("back to the ONNX graph of all layers (no exit-head drafts)")
+        for seg in self.segments:
+            old = self.layers.pop(seg)
+            self._bindings.pop(id(old), None)
+            self._names.pop(id(old), None)
+        self.layers[whole] = self._session(f"layers_0_{self.config.num_layers}.onnx")
+
     def _layers(self, h: np.ndarray, start: int, stop: int, positions: np.ndarray | None = None,
-                past: np.ndarray | None = None, new: np.ndarray | None = None) -> np.ndarray:
+                past: np.ndarray | None = None, new: np.ndarray | None = None,
+                states: dict[int, np.ndarray] | None = None) -> np.ndarray:
         """Layers [start, stop) on h [1, T, D] for new positions (causal unless `past` [T, n] and
-        `new` [T, T] say which keys each token sees); appends their K/V; returns [1, T, D]."""
+        `new` [T, T] say which keys each token sees); appends their K/V; returns [1, T, D].
+        `states`, if given, receives the residual stream at every segment end on the way."""
         t, n = h.shape[1], self.lens[start]
         if self.lens[start:stop] != [n] * (stop - start):
             raise RuntimeError(f"layers {start}..{stop} hold {self.lens[start:stop]} positions")
@@ -353,13 +369,21 @@ class OnnxBackend:
             buffers = {**self.rope_tables, **cache} if self.gqa else cache  # bound in place
             # The GQA graphs write the new K/V into the buffers (bound as their outputs too).
             kv: list[tuple[int, ...] | Tensor] = (list(cache.values()) if self.gqa else self._kv_shapes(t, a, b))
-            out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, buffers, [tuple(h.shape), *kv])
+            # The all-layers graph also outputs the stream at the segments' ends, after the K/V:
+            # bound on every run, wanted or not, since a binding made anew costs a run or more.
+            ends = [e for _, e in self.segments[:-1]] if (a, b) not in self.segments else []
+            extra = [tuple(h.shape)] * len(ends)
+            out = self._run(self.layers[(a, b)], {"h": h, **masks, **rope}, buffers, [tuple(h.shape), *kv, *extra])
             for j, i in enumerate(range(a, b)):
                 if self.gqa:
                     self.lens[i] = n + t
                 else:
                     self._append(i, out[1 + 2 * j], out[2 + 2 * j])
             h = out[0].cpu().numpy()
+            if states is not None:
+                # Unbound, the graph returns every output: the states are its last ones either way.
+                states.update({e: o.cpu().numpy() for e, o in zip(ends, out[len(out) - len(ends):])})
+                states[b] = h
         return h
 
     def _logits(self, h: np.ndarray) -> Tensor:
@@ -411,6 +435,16 @@ class OnnxBackend:
         """Extend the cache by ids [1, T] (or embeds [1, T, D]); logits [1, T, V]."""
         h = self.embed(ids) if embeds is None else embeds
         return self._logits(self._layers(h.float().cpu().numpy(), 0, self.config.num_layers))
+
+    @torch.inference_mode()
+    def step_states(self, ids: Tensor, layers: list[int]) -> tuple[Tensor, dict[int, Tensor]]:
+        """As `step`, and the residual stream [1, T, D] after each of `layers` (segment ends), in
+        one run of the all-layers graph while it is loaded."""
+        states: dict[int, np.ndarray] = {}
+        h = self._layers(self.embed(ids).numpy(), 0, self.config.num_layers, states=states)
+        if missing := [l for l in layers if l not in states]:
+            raise NotImplementedError(f"layers {missing} are not ends of the export's segments {self.segments}")
+        return self._logits(h), {l: torch.from_numpy(states[l]) for l in layers}
 
     @torch.inference_mode()
     def step_tree(self, ids: Tensor, positions: Tensor, visible: Tensor) -> Tensor:

@@ -64,9 +64,9 @@ OPSET = 17
 # The file format version: opset 17's own, not the installed onnx's newest (onnx 1.23 writes
 # 14, which onnxruntime 1.31 and older refuse). Every onnxruntime we allow reads 8.
 IR_VERSION = 8
-FORMAT = 8  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed;
+FORMAT = 9  # bump when the graphs change (6: GroupQueryAttention, keys no longer stored transposed;
 # 7: GQA on packed q/k/v with its own RoPE; quantized in llama.cpp's block formats; 8: all layers
-# in one graph too)
+# in one graph too; 9: that graph also outputs the residual stream at the segments' ends)
 QUANTIZE = ("none", "int8", "int4")
 ATTENTION = ("gqa", "plain")
 
@@ -271,10 +271,13 @@ def build_head(model: LlamaModel) -> onnx.ModelProto:
                              opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)])
 
 
-def chain(parts: list[onnx.ModelProto], name: str) -> onnx.ModelProto:
+def chain(parts: list[onnx.ModelProto], name: str, ends: list[int]) -> onnx.ModelProto:
     """One graph that runs layer graphs one after another: each one's `h_out` is the next one's
     `h`. Inputs of the same name (masks, RoPE, positions) are shared; every other name of part j
-    gets the prefix `s{j}/`. Initializers keep their data, external references included."""
+    gets the prefix `s{j}/`. Initializers keep their data, external references included.
+
+    The residual stream between parts is an output too, `h_after.{ends[j]}` (the layer part j
+    ends at), after the others: speculation reads the exit heads' layers from a full pass."""
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     inputs: dict[str, onnx.ValueInfoProto] = {}
@@ -285,9 +288,9 @@ def chain(parts: list[onnx.ModelProto], name: str) -> onnx.ModelProto:
         keep = {i.name for i in g.input} | {o.name for o in g.output}
         names = {k: k for k in keep}
         if j > 0:
-            names["h"] = f"s{j - 1}/h_out"  # the residual stream from the part before
+            names["h"] = f"h_after.{ends[j - 1]}"  # the residual stream from the part before
         if j < last:
-            names["h_out"] = f"s{j}/h_out"
+            names["h_out"] = f"h_after.{ends[j]}"
         rename = lambda t, j=j, names=names: "" if not t else names.get(t, f"s{j}/{t}")  # noqa: E731
         for x in g.input:
             if j == 0 or x.name != "h":
@@ -304,6 +307,12 @@ def chain(parts: list[onnx.ModelProto], name: str) -> onnx.ModelProto:
             node.name = f"s{j}/{node.name}" if node.name else ""
             nodes.append(node)
     outputs.sort(key=lambda o: o.name != "h_out")  # h_out first, then the layers' K/V in order (stable)
+    h_out = next(o for o in parts[-1].graph.output if o.name == "h_out")
+    for end in ends[:-1]:
+        state = onnx.ValueInfoProto()
+        state.CopyFrom(h_out)
+        state.name = f"h_after.{end}"
+        outputs.append(state)
     graph = helper.make_graph(nodes, name, list(inputs.values()), outputs, inits)
     return helper.make_model(graph, ir_version=parts[0].ir_version, opset_imports=parts[0].opset_import)
 
@@ -374,7 +383,8 @@ def _write(model: LlamaModel, tmp: Path, quantize: str, segs: list[tuple[int, in
         # Its weights are the segments' files (referenced, not copied).
         progress(f"building layers_0_{n}.onnx")
         parts = [onnx.load(str(tmp / f"layers_{a}_{b}.onnx"), load_external_data=False) for a, b in segs]
-        onnx.save_model(chain(parts, f"draftls_layers_0_{n}"), str(tmp / f"layers_0_{n}.onnx"))
+        onnx.save_model(chain(parts, f"draftls_layers_0_{n}", [b for _, b in segs]),
+                        str(tmp / f"layers_0_{n}.onnx"))
     import onnxruntime
 
     meta = {"format": FORMAT, "quantize": quantize, "attention": attention, "onnxruntime": onnxruntime.__version__,

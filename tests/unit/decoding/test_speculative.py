@@ -49,18 +49,25 @@ def headed() -> LoadedModel:
 
 
 @pytest.mark.parametrize("monitors", [False, True])
-def test_speculative_output_is_greedy_output(headed: LoadedModel, monitors: bool) -> None:
+def test_speculative_output_is_greedy_output(headed: LoadedModel, monitors: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     engine = Engine(headed)
     assert engine.spec_cfg is not None and engine.spec_cfg.layers == [1, 2]
-    # Always draft to the full length, and probe often, so that rollback and adaptation run.
+    # Always draft to the full length, and probe often, so that rollback and the probes run
+    # (the adapted choice would soon stop drafting with these random heads).
     engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=0.0, max_draft=3, probe_every=2)
-    rounds = 0
+    monkeypatch.setattr(SpecConfig, "adapt", lambda self, n_layers: None)
+    drafted = 0
     for text in PROMPTS:
         plain = _tokens(engine, text, monitors=monitors)
-        fast = _tokens(engine, text, monitors=monitors, speculative=True)
-        assert fast == plain, text
-        rounds += engine.spec_cfg.rounds
-    assert rounds > 0 and engine.spec_cfg.alpha  # it did speculate, and measured acceptance
+        engine.cached = []
+        res = engine.complete(CompletionRequest(text, len(text), settings=_settings(monitors=monitors,
+                                                                                    speculative=True)))
+        assert [d.token_ids for d in res.drafts] == plain, text
+        drafted += sum(int(d.stats.get("spec_drafted", 0)) - sum(int(d.stats.get(f"spec_{k}_drafted", 0))
+                                                                  for k in ("lookup", "near", "ngram"))
+                       for d in res.drafts)
+    assert drafted > 20 and engine.spec_cfg.alpha  # the exit heads drafted, and acceptance was measured
 
 
 def test_when_the_late_layers_do_nothing_every_draft_is_accepted() -> None:
@@ -95,12 +102,35 @@ def test_a_confidence_floor_stops_drafting(headed: LoadedModel) -> None:
 
 
 def test_the_adapted_choice_maximises_expected_tokens_per_cost() -> None:
-    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.3, 8: 0.9, 15: 0.95})
+    # Rounds measured as modelled: the weight shares alone decide.
+    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.3, 8: 0.9, 15: 0.95}, round_ms=[100.0, 100.0])
     cfg.adapt(30)
     assert cfg.layer == 8 and cfg.max_draft >= 3  # good acceptance at a cheap layer: draft far
-    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.1, 8: 0.1, 15: 0.1})
+    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.1, 8: 0.1, 15: 0.1}, round_ms=[100.0, 100.0])
     cfg.adapt(30)
     assert cfg.max_draft == 1  # hopeless drafts: keep them short
+    # Exit-head rounds measured at 1.2x what the weight shares say: then plain passes win.
+    cfg.round_ms = [120.0, 100.0]
+    cfg.adapt(30)
+    assert cfg.overhead() == pytest.approx(1.2) and cfg.max_draft == 0
+    cfg = SpecConfig(layers=[4, 8, 15], layer=8, alpha={4: 0.3, 8: 0.9, 15: 0.95}, round_ms=[120.0, 100.0])
+    cfg.adapt(30)
+    assert cfg.layer == 8 and cfg.max_draft >= 3  # good heads still pay
+
+
+def test_drafting_measured_dear_goes_back_to_full_passes(headed: LoadedModel,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit-head rounds that take far longer than modelled (as on the default model) end the
+    drafting at the next probe, and the backend is told: full passes only from here."""
+    engine = Engine(headed)
+    assert engine.spec_cfg is not None and engine.spec_cfg.max_draft == 0  # until a probe says otherwise
+    engine.spec_cfg = dataclasses.replace(engine.spec_cfg, eta=0.0, max_draft=3, probe_every=1, lookup=0, ngram=0,
+                                          alpha={1: 0.9, 2: 0.9}, round_ms=[10_000.0, 100.0])
+    calls: list[int] = []
+    monkeypatch.setattr(headed.backend, "prepare_full", lambda: calls.append(engine.backend.length))
+    text = PROMPTS[1]
+    assert _tokens(engine, text, speculative=True) == _tokens(engine, text)
+    assert engine.spec_cfg.max_draft == 0 and len(calls) == 1 and engine.spec_cfg.overhead() > 5
 
 
 def test_lookup_drafts_come_from_the_context_and_stay_lossless(headed: LoadedModel) -> None:

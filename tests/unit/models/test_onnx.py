@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -13,6 +14,7 @@ pytest.importorskip("onnxruntime")
 
 from decoding.engine import CompletionRequest, Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
+from decoding.speculative import SpecConfig  # noqa: E402
 from models import onnx_backend  # noqa: E402
 from models.loading import LoadedModel, load_model  # noqa: E402
 from models.onnx_backend import OnnxBackend  # noqa: E402
@@ -104,8 +106,9 @@ def test_truncate_embeds_and_tree_steps_match_torch(tiny_pair: tuple[LoadedModel
 
 def test_one_graph_runs_all_layers_until_part_of_them_is_needed(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
     """Plain decoding runs the chained graph of all layers, which reads the segments' weight
-    files; the first pass over part of the layers (early exit, speculation) loads the segments
-    in its place, and the logits stay the same."""
+    files and also gives the residual stream at the segments' ends (speculation's probes);
+    the first pass over part of the layers (early exit, speculation) loads the segments in its
+    place, and the logits and states stay the same."""
     tiny, ob = tiny_pair
     folder = Path(ob.folder)
     n = tiny.backend.config.num_layers
@@ -118,6 +121,16 @@ def test_one_graph_runs_all_layers_until_part_of_them_is_needed(tiny_pair: tuple
     fresh.reset()
     a = fresh.prefill(torch.tensor([ids]), all_logits=True)
     step = fresh.step(torch.tensor([[11]]))
+    ends = [b for _, b in fresh.segments[:-1]]
+    fresh.truncate(len(ids))
+    logits, states = fresh.step_states(torch.tensor([[11, 12]]), ends)
+    assert (logits[:, :1] - step).abs().max().item() < 1e-5
+    tb = tiny.backend
+    tb.reset()
+    tb.prefill(torch.tensor([ids]))
+    want_logits, want = tb.step_states(torch.tensor([[11, 12]]), ends)
+    assert sorted(states) == ends and (logits - want_logits).abs().max().item() < 1e-4
+    assert all(states[e].shape == want[e].shape and (states[e] - want[e]).abs().max().item() < 1e-4 for e in ends)
     assert list(fresh.layers) == [whole]
     fresh.reset()
     cut = fresh.segments[0][1]
@@ -126,8 +139,16 @@ def test_one_graph_runs_all_layers_until_part_of_them_is_needed(tiny_pair: tuple
     b = fresh.exit_logits(fresh.run_layers(h, cut, n), n)
     assert (a - b).abs().max().item() < 1e-5
     assert (fresh.step(torch.tensor([[11]])) - step).abs().max().item() < 1e-5
+    fresh.truncate(len(ids))
+    seg_logits, seg_states = fresh.step_states(torch.tensor([[11, 12]]), ends)
+    assert (seg_logits - logits).abs().max().item() < 1e-5
+    assert all((seg_states[e] - states[e]).abs().max().item() < 1e-5 for e in ends)
     fresh.fill_kv(h[:, -1:], cut, n)  # state copying loads its graphs when first used
     assert set(fresh.kv) == {s for s in fresh.segments if s[0] >= cut}
+    fresh.prepare_full()  # speculation stopped drafting: the one graph again, the segments dropped
+    assert list(fresh.layers) == [whole]
+    fresh.truncate(len(ids))
+    assert (fresh.step(torch.tensor([[11]])) - step).abs().max().item() < 1e-5
 
 
 def test_gqa_graphs_refuse_an_unbound_cache(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
@@ -153,9 +174,16 @@ def test_engine_drafts_are_the_same_on_both_backends(tiny_pair: tuple[LoadedMode
 
 
 @pytest.mark.parametrize("feature", ["speculative", "earlyExit"])
-def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path, feature: str) -> None:
+def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path, feature: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Same exit heads and thresholds: speculation (lossless) and early exit (not lossless,
-    but deterministic) give the same tokens on both backends, through the export's segments."""
+    but deterministic) give the same tokens on both backends, through the export's segments.
+    Speculation drafts with the exit heads here whatever its probes measure."""
+    from decoding import engine as engine_module
+
+    made = engine_module.default_config
+    monkeypatch.setattr(engine_module, "default_config", lambda b: dataclasses.replace(made(b), max_draft=3))
+    monkeypatch.setattr(SpecConfig, "adapt", lambda self, n_layers: None)
     loaded = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
     ob = _onnx(loaded, tmp_path / "headed")
     assert sorted(ob.exit_heads) == [1, 2] and ob.segments == [(0, 1), (1, 2), (2, 4)]
@@ -176,6 +204,35 @@ def test_speculation_and_early_exit_give_the_torch_drafts_on_onnx(tmp_path: Path
     # The segments were loaded before the first request's prefill (outside its time budget),
     # in place of the graph of all layers.
     assert at[0] == 0 and set(ob.layers) == set(ob.segments)
+
+
+def test_speculation_that_does_not_draft_keeps_to_the_graph_of_all_layers(tmp_path: Path) -> None:
+    """While its probes find that exit-head drafts do not pay (here they cannot: a draft token
+    is priced as dear as a full step), speculation verifies only free drafts and plain steps.
+    Those are full passes, so the segments never load, and the probes read the heads' states
+    from the one graph. Still plain greedy's tokens, as on torch."""
+    loaded = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
+    ob = _onnx(loaded, tmp_path / "headed")
+    other = LoadedModel(loaded.spec, ob, loaded.tokenizer, loaded.fim, 0.0, "tiny")
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 12, "mode": "block", "timeBudgetMs": 600_000,
+                            "speculative": True})[0]
+    plain = Settings.from_dict({**s.to_wire(), "speculative": False})[0]
+    engines = [Engine(x) for x in (loaded, other)]
+    for e in engines:
+        assert e.spec_cfg is not None
+        e.spec_cfg = dataclasses.replace(e.spec_cfg, short_share=1.0, probe_every=1)
+    for text in PROMPTS:
+        runs = [e.complete(CompletionRequest(text, len(text), settings=s)) for e in engines]
+        base = Engine(other).complete(CompletionRequest(text, len(text), settings=plain))
+        assert [d.token_ids for d in runs[0].drafts] == [d.token_ids for d in runs[1].drafts]
+        assert [d.token_ids for d in base.drafts] == [d.token_ids for d in runs[1].drafts]
+    cfgs = [e.spec_cfg for e in engines]
+    assert all(c is not None and c.max_draft == 0 and c.rounds > 0 for c in cfgs)
+    # The heads were probed on both backends (how many rounds there were depends on the
+    # measured pass times, which decide how long the free drafts are).
+    assert all(c is not None and c.probes > 0 and c.probed and min(p[1] for p in c.probed.values()) > 0
+               for c in cfgs)
+    assert list(ob.layers) == [(0, 4)] and not ob.kv
 
 
 @pytest.mark.parametrize("quantize", ["int8", "int4"])
