@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
+
+
+# A dot right after a name, a call or a subscript, ending the text (not `...`).
+_DANGLING_DOT = re.compile(r"[\w)\]]\.\Z")
 
 
 def indent_width(line: str) -> int:
@@ -77,7 +82,9 @@ class StopRules:
         """Final trim: the stopping cut, trailing blank lines, and overlap with the suffix.
 
         A draft cut short by a budget (`complete=False`) loses its unfinished last line in
-        block mode, where earlier whole lines make a better suggestion than half a line.
+        block mode, where earlier whole lines make a better suggestion than half a line, and
+        a dot it ends on (`items[2].`): an attribute access with no attribute in it is never
+        worth accepting, while what comes before it may be.
         """
         if not complete and self.mode == "block" and "\n" in text.rstrip():
             text = text[: text.rstrip().rfind("\n")]
@@ -85,6 +92,8 @@ class StopRules:
         if keep is not None:
             text = text[:keep]
         text = text.rstrip()
+        if not complete and _DANGLING_DOT.search(text):
+            text = text[:-1]
         if self.mode == "line" or "\n" not in text:
             text = trim_overlap(text, self._line_suffix)
         return text

@@ -61,3 +61,13 @@ def test_a_draft_cut_by_a_budget_drops_its_unfinished_line_in_block_mode() -> No
     assert rules.finish("a = 1\n    b = items[", complete=True) == "a = 1\n    b = items["
     assert rules.finish("b = items[", complete=False) == "b = items["  # nothing better to show
     assert StopRules("line", "x = ", "").finish("items[0] +", complete=False) == "items[0] +"
+
+
+def test_a_draft_cut_by_a_budget_does_not_end_on_a_dot() -> None:
+    line = StopRules("line", "    return ", "")
+    assert line.finish("items[0].price + items[2].", complete=False) == "items[0].price + items[2]"
+    assert line.finish("nx.", complete=False) == "nx"
+    assert line.finish("f(x).", complete=False) == "f(x)"
+    assert line.finish("nx.", complete=True) == "nx."  # the model ended it there: its choice
+    assert line.finish("x[...", complete=False) == "x[..."  # an Ellipsis is no attribute access
+    assert line.finish("x = '.", complete=False) == "x = '."
