@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -9,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,30 @@ def prune(folder: Path, keep: int, current: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _gguf_read_once() -> Iterator[None]:
+    """While transformers dequantizes a GGUF file: it parses the file's header anew for the
+    config, the tokenizer and the weights (its 49,152-token vocabulary field by field), and
+    builds gguf's tensor-name table anew for every module of the model. Both are pure
+    reads of the same inputs, so they are memoized here (BENCHMARKS.md: the first run's load)."""
+    import gguf as gguf_lib
+
+    reader, name_map = gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map
+    readers: dict[tuple[str, str], object] = {}
+
+    def read(path: object, mode: str = "r") -> object:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = reader(path, mode)
+        return readers[key]
+
+    gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = read, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf_lib.GGUFReader, gguf_lib.get_tensor_name_map = reader, name_map
+
+
 def dequantize_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF file through transformers into an HF-style directory at `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -103,9 +129,10 @@ def dequantize_gguf(gguf: Path, out: Path) -> None:
     log.info("dequantizing %s (once; cached in %s)", gguf.name, out)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with _gguf_read_once():
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         tok.save_pretrained(str(tmp))
-        hf = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         cfg = hf.config.to_dict()
         cfg.pop("quantization_config", None)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1))

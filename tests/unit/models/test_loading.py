@@ -317,6 +317,31 @@ def test_ensure_gguf_cache_dequantizes_once(tmp_path: Path, monkeypatch: pytest.
     assert ensure_gguf_cache(gguf) == (d, True) and len(calls) == 3
 
 
+@pytest.mark.model
+def test_dequantizing_the_default_gguf_parses_it_once(smol: LoadedModel, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers would parse the GGUF's header three times and build gguf's tensor-name
+    table per module; while dequantizing, both happen once, and the entry equals the cached one."""
+    import gguf
+
+    parses: list[str] = []
+    names: list[tuple[object, ...]] = []
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    spies = (lambda path, mode="r": (parses.append(str(path)), reader(path, mode))[1],
+             lambda *a: (names.append(a), name_map(*a))[1])
+    monkeypatch.setattr(gguf, "GGUFReader", spies[0])
+    monkeypatch.setattr(gguf, "get_tensor_name_map", spies[1])
+    src = Path(resolve(DEFAULT_MODEL).location)
+    models.loading.dequantize_gguf(src, tmp_path / "entry")
+    assert parses == [str(src)] and len(names) == len(set(names)) == 1
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == spies  # put back as they were
+    cached = Path(str(smol.info["dir"]))
+    for f in ("config.json", "tokenizer.json"):
+        assert (tmp_path / "entry" / f).read_bytes() == (cached / f).read_bytes()
+    assert hashlib.sha256((tmp_path / "entry" / "model.safetensors").read_bytes()).digest() == hashlib.sha256(
+        (cached / "model.safetensors").read_bytes()).digest()
+
+
 def test_the_model_cache_keeps_the_most_recently_used_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each distinct GGUF file adds an entry; past MODEL_ENTRIES the least recently used go."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
