@@ -105,12 +105,14 @@ class Engine:
     The engine owns the backend's KV cache: use one engine per loaded model.
     """
 
-    def __init__(self, loaded: LoadedModel):
+    def __init__(self, loaded: LoadedModel, analysis: Analysis | None = None):
         self.loaded = loaded
         self.backend = loaded.backend
         self.tok = loaded.tokenizer
         self.vocab = VocabIndex(self.tok.hf, loaded.backend.config.vocab_size)
-        self.analysis = Analysis()  # jedi, shared by all requests (its caches are per workspace)
+        # jedi, shared by all requests (its caches are per workspace). A caller may make it
+        # before the model loads, so that jedi reads the open document meanwhile.
+        self.analysis = analysis or Analysis()
         # Self-speculation's exit layer and draft length adapt across requests (None: no exit heads).
         self.spec_cfg = default_config(self.backend)
         self.exit_cfg = exit_config(self.backend)  # None: no calibrated exit heads, early exit is off
@@ -367,10 +369,6 @@ class Engine:
     def warm(self, text: str, path: str | None, workspace: str | None) -> Future[None]:
         """Let static analysis read a document in the background (an editor just opened it)."""
         return self.analysis.warm(text, path, workspace)
-
-    def files_saved(self) -> None:
-        """Files changed on disk: static analysis must read the workspace's modules again."""
-        self.analysis.invalidate()
 
     def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
         """The monitors of one request (each draft gets forks): healing, and with `monitors` on,

@@ -56,6 +56,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def cmd_complete(args: argparse.Namespace) -> int:
     from decoding.engine import CompletionRequest, Engine
     from models.loading import load_model
+    from monitors.analysis import Analysis
 
     settings = settings_from_args(args)
     path = Path(args.path)
@@ -66,11 +67,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return 2
     offset = to_offset(text, args.line, args.character)
     t0 = time.perf_counter()
+    req = CompletionRequest(text, offset, str(path.resolve()), str(path.resolve().parent), settings)
+    analysis = Analysis()
+    if settings.monitors:  # jedi reads the file while the model loads, as an editor's didOpen lets it
+        analysis.warm(text, req.path, req.workspace)
     loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.quantize,
                         progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
-    engine = Engine(loaded)
+    engine = Engine(loaded, analysis)
     load_ms = (time.perf_counter() - t0) * 1000
-    req = CompletionRequest(text, offset, str(path.resolve()), str(path.resolve().parent), settings)
     result = engine.complete(req)
     timings = {"load_ms": load_ms, "load_source": loaded.source, **result.timings}
     if args.json:

@@ -32,6 +32,7 @@ from decoding.engine import CompletionRequest, CompletionResult, Engine
 from decoding.settings import Settings
 from lsp.documents import LspWorkspace
 from lsp.positions import Encoding, encoding_of, to_offset, to_position
+from monitors.analysis import Analysis
 
 log = logging.getLogger("draftls.server")
 
@@ -123,6 +124,9 @@ class DraftServer(LanguageServer):
         self.state = "idle"  # idle -> loading -> ready | failed
         self.error: str | None = None
         self.engine: Engine | None = None
+        # jedi outlives the engines (a reload keeps what it read), and reads documents opened
+        # while the model loads: the first request then finds it warm.
+        self.analysis = Analysis()
         self.loaded_key: tuple[str, ...] | None = None
         self.device = ""
         self.stats = Stats()
@@ -229,7 +233,8 @@ class DraftServer(LanguageServer):
                 loop.call_soon_threadsafe(self._progress_report, token, message)
 
             def load() -> Engine:
-                return Engine(load_model(model, device=device, backend=backend, quantize=quantize, progress=progress))
+                return Engine(load_model(model, device=device, backend=backend, quantize=quantize, progress=progress),
+                              self.analysis)
 
             engine = await loop.run_in_executor(self.worker, load)
         except asyncio.CancelledError:
@@ -398,7 +403,7 @@ class DraftServer(LanguageServer):
                 "p90": lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else None,
             },
             "last": self.stats.last,
-            "analysis": engine.analysis.stats.as_dict() if engine else None,
+            "analysis": self.analysis.stats.as_dict(),
             "sizes": engine.sizes(self.settings) if engine else None,  # [current, limit] of each cache
             "lastCancelled": self.stats.last_cancelled,
         }
@@ -545,15 +550,14 @@ def create_server(base: Settings | None = None) -> DraftServer:
     @guarded(lambda: None)
     async def did_open(ls: DraftServer, params: types.DidOpenTextDocumentParams) -> None:
         # jedi's first look at a file takes about a second: take it now, not in the first request.
-        if ls.engine is not None and ls.settings.monitors and params.text_document.language_id == "python":
-            ls.engine.warm(params.text_document.text, _fs_path(params.text_document.uri), ls.workspace.root_path)
+        if ls.settings.monitors and params.text_document.language_id == "python":
+            ls.analysis.warm(params.text_document.text, _fs_path(params.text_document.uri), ls.workspace.root_path)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     @guarded(lambda: None)
     async def did_save(ls: DraftServer, params: types.DidSaveTextDocumentParams) -> None:
         # jedi reads the other modules from disk, and keeps what it inferred from them for a while.
-        if ls.engine is not None:
-            ls.engine.files_saved()
+        ls.analysis.invalidate()
 
     @server.command(STATUS_COMMAND)
     def status(ls: DraftServer, *args: Any) -> dict[str, Any]:

@@ -50,13 +50,14 @@ class AnalysisStats:
     busy: int = 0  # queries refused because MAX_INFLIGHT were waiting
     dynamic: int = 0  # the object has __getattr__: any name may be valid, so no constraint
     invalidated: int = 0  # times saved files made the answers and inferences be forgotten
+    warmed: int = 0  # documents read ahead of their first query (an editor opened them)
     query_ms: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, float]:
         return {"queries": self.queries, "cache_hits": self.cache_hits, "timeouts": self.timeouts,
                 "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic, "hung": self.hung, "busy": self.busy,
-                "invalidated": self.invalidated,
+                "invalidated": self.invalidated, "warmed": self.warmed,
                 "query_ms": round(self.query_ms, 1)}
 
 
@@ -364,6 +365,7 @@ class Analysis:
                 for name in script.get_names():
                     if name.type == "module" or name.description.startswith(("import ", "from ")):
                         name.infer()
+                self.stats.warmed += 1
             except Exception as e:
                 self._drop_states()
                 log.info("jedi warm-up failed for %s: %r", path, e)

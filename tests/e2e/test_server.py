@@ -345,15 +345,21 @@ async def test_a_model_that_fails_to_load_leaves_a_working_server(broken: Langua
     assert any(m.type == types.MessageType.Error and "nonexistent" in m.message for m in broken.messages)
     assert s["positionEncoding"] == "utf-8"  # the client's first choice
     uri = "file:///tmp/draftls_broken.py"
-    open_doc(broken, uri, "é = 1\nq = é")
-    assert not (await inline(broken, uri, 1, 5)).items
+    open_doc(broken, uri, "import os\né = 1\nq = é")
+    assert not (await inline(broken, uri, 2, 5)).items
+    # Without a model, jedi still reads the opened document (as it does while a model loads).
+    for _ in range(100):
+        if (await status(broken))["analysis"]["warmed"] == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert (await status(broken))["analysis"]["warmed"] == 1
     # Fixing the setting loads the model; requests meanwhile answer empty.
     await configure(broken, model="tiny")
-    assert not (await inline(broken, uri, 1, 5)).items
+    assert not (await inline(broken, uri, 2, 5)).items
     s = await wait_state(broken, "ready")
-    assert s["model"] == "tiny"
-    items = (await inline(broken, uri, 1, 6)).items  # UTF-8: "q = é" is 6 bytes
-    assert items and all(i.range == types.Range(types.Position(1, 4), types.Position(1, 6)) for i in items)
+    assert s["model"] == "tiny" and s["analysis"]["warmed"] == 1  # loading a model keeps the analysis
+    items = (await inline(broken, uri, 2, 6)).items  # UTF-8: "q = é" is 6 bytes
+    assert items and all(i.range == types.Range(types.Position(2, 4), types.Position(2, 6)) for i in items)
     assert all(i.insert_text.startswith("é") for i in items)
 
 
