@@ -366,10 +366,6 @@ class Engine:
                 self._saved.pop(next(iter(self._saved)))
         return self._saved[key]
 
-    def warm(self, text: str, path: str | None, workspace: str | None) -> Future[None]:
-        """Let static analysis read a document in the background (an editor just opened it)."""
-        return self.analysis.warm(text, path, workspace)
-
     def _monitors(self, req: CompletionRequest, prompt: Prompt, deadline: float) -> tuple[list[Monitor], MonitorStats | None]:
         """The monitors of one request (each draft gets forks): healing, and with `monitors` on,
         syntax, names and calls."""

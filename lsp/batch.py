@@ -126,7 +126,7 @@ def run_batch(
             # An editor opens a file before it asks for completions in it, and the server lets
             # static analysis read it then (didOpen); so does batch mode, before the file's
             # first case, outside its timing.
-            engine.warm(case.text, str(path), str(workspace)).result(timeout=60)
+            engine.analysis.warm(case.text, str(path), str(workspace)).result(timeout=60)
         req = CompletionRequest(case.text, case.offset(), str(path), str(workspace), settings)
         record, s = case_result(case, complete(req))
         if out is not None:

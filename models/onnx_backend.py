@@ -131,7 +131,8 @@ class OnnxBackend:
         # Plain decoding runs all layers in one graph; the segments' graphs load when early exit
         # or speculation first runs part of the layers (`prepare_partial`).
         whole = (0, config.num_layers)
-        self.layers: dict[tuple[int, int], Any] = {whole: session(f"layers_0_{config.num_layers}.onnx")}
+        self.layers: dict[tuple[int, int], Any] = {}
+        self._load_layers(*whole)
         self.kv: dict[tuple[int, int], Any] = {}  # state copying's graphs, loaded on first use
         self.head = session("head.onnx")
         # A CUDA provider that is listed but cannot load (no CUDA or cuDNN libraries found)
@@ -310,12 +311,10 @@ class OnnxBackend:
         whole = (0, self.config.num_layers)
         if whole in self.layers and whole not in self.segments:
             log.info("loading the ONNX layer segments %s (early exit or speculation)", self.segments)
-            old = self.layers.pop(whole)
-            self._bindings.pop(id(old), None)  # keyed by id: a later session may get the same one
-            self._names.pop(id(old), None)
+            self._drop_layers(whole)
         for a, b in self.segments:
             if (a, b) not in self.layers:
-                self.layers[(a, b)] = self._session(f"layers_{a}_{b}.onnx")
+                self._load_layers(a, b)
 
     def prepare_full(self) -> None:
         """Back to the graph of all layers, dropping the segments: speculation stopped drafting
@@ -325,10 +324,16 @@ class OnnxBackend:
             return
         log.info("back to the ONNX graph of all layers (no exit-head drafts)")
         for seg in self.segments:
-            old = self.layers.pop(seg)
-            self._bindings.pop(id(old), None)
-            self._names.pop(id(old), None)
-        self.layers[whole] = self._session(f"layers_0_{self.config.num_layers}.onnx")
+            self._drop_layers(seg)
+        self._load_layers(*whole)
+
+    def _load_layers(self, a: int, b: int) -> None:
+        self.layers[(a, b)] = self._session(f"layers_{a}_{b}.onnx")
+
+    def _drop_layers(self, key: tuple[int, int]) -> None:
+        old = self.layers.pop(key)
+        self._bindings.pop(id(old), None)  # keyed by id: a later session may get the same one
+        self._names.pop(id(old), None)
 
     def _layers(self, h: np.ndarray, start: int, stop: int, positions: np.ndarray | None = None,
                 past: np.ndarray | None = None, new: np.ndarray | None = None,
