@@ -29,11 +29,14 @@ Code repeats itself, so more drafters cost no model time: when the last three to
 occurred before (in the prompt or the draft so far), what followed them then is
 proposed (prompt lookup); else the same on the last two tokens or the last one; else
 the standard-library n-gram table proposes its most frequent continuation. The full
-model verifies such a draft in one pass over the 1+k tokens. How many of them to send is chosen from the measured cost of a pass of each
-length and each source's measured acceptance: on a CPU a pass over 2 tokens costs about
-what a 1-token step does, so a single free guess is almost always worth it, while long
-guesses pay only where they are usually right. They are tried first; the exit-head
-drafter is the fallback. All are lossless.
+model verifies such a draft in one pass over the 1+k tokens. How many of them to send is
+chosen from the measured cost of a pass of each length and each source's measured
+acceptance. The shape of those costs depends on the backend: on torch a pass over 2 tokens
+costs about what a 1-token step does and each further token about half a step more; on ONNX
+Runtime the second token costs about a quarter of a step and the third and fourth little
+more. So a length not yet timed is assumed to cost what the next shorter timed one does:
+the controller tries it, and keeps it only if it pays (BENCHMARKS.md). Free drafts are
+tried first; the exit-head drafter is the fallback. All are lossless.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 
 
 MIN_PROBED = 16  # positions a head layer must have been probed at before drafting there
+MIN_TIMED = 3  # passes of a length timed before its own cost is believed (their median)
 
 
 @dataclass
@@ -78,23 +82,35 @@ class SpecConfig:
     head_share: float = 0.2  # share of one full step spent in the LM head
     short_share: float = 0.03  # the shortlisted head's share
     pass_ms: dict[int, float] = field(default_factory=dict)  # measured ms of a full pass over T tokens
+    timings: dict[int, list[float]] = field(default_factory=dict)  # the first MIN_TIMED timings per length
     hits: dict[str, list[float]] = field(default_factory=dict)  # per free source: [accepted, missed] (decayed)
     # Exit-head rounds: [measured, modelled] ms (decayed). The prior, worth about two rounds, is
     # what the default model's rounds measured on torch: 1.24x their modelled time (BENCHMARKS.md).
     round_ms: list[float] = field(default_factory=lambda: [124.0, 100.0])
 
     def pass_cost(self, t: int) -> float:
-        """Measured (or, until measured, estimated) ms of a full pass over t tokens."""
-        if t in self.pass_ms:
+        """Measured ms of a full pass over t tokens. Until a length has been timed MIN_TIMED
+        times, it is assumed to cost what the longest shorter timed length does: optimistic, so
+        that the controller sends a draft that long and learns what it costs."""
+        if self.timed(t):
             return self.pass_ms[t]
-        # Until measured: 2 tokens cost what 1 does, and each further one half a step more
-        # (the shape measured on CPUs, where one row is padded to two); then measurements rule.
-        base = self.pass_ms.get(1) or self.pass_ms.get(2) or 1.0
-        return base * (1 + 0.5 * max(0, t - 2))
+        shorter = [s for s in self.pass_ms if s < t and self.timed(s)]
+        if shorter:
+            return self.pass_ms[max(shorter)]
+        return min(self.pass_ms.values(), default=1.0)
+
+    def timed(self, t: int) -> bool:
+        return len(self.timings.get(t, ())) >= MIN_TIMED
 
     def record_pass(self, t: int, ms: float) -> None:
-        old = self.pass_ms.get(t)
-        self.pass_ms[t] = ms if old is None else 0.9 * old + 0.1 * ms
+        """The median of a length's first timings (one slow pass should not rule a length out
+        for good), then a moving average."""
+        first = self.timings.setdefault(t, [])
+        if len(first) < MIN_TIMED:
+            first.append(ms)
+            self.pass_ms[t] = sorted(first)[len(first) // 2]
+        else:
+            self.pass_ms[t] = 0.9 * self.pass_ms[t] + 0.1 * ms
 
     def acceptance(self, source: str) -> float:
         """Chance that a free draft's next token is accepted, given the ones before it were."""

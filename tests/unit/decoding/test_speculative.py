@@ -9,7 +9,7 @@ import torch
 
 from decoding.engine import CompletionRequest, Engine
 from decoding.settings import Settings
-from decoding.speculative import SpecConfig
+from decoding.speculative import MIN_TIMED, SpecConfig
 from models.loading import LoadedModel, load_model
 from tests.unit.decoding.helpers import headed_tiny
 
@@ -167,7 +167,8 @@ def test_lookup_index_finds_the_previous_occurrence() -> None:
 def test_free_draft_length_follows_measured_costs_and_acceptance() -> None:
     cfg = SpecConfig(layers=[2], layer=2)
     for t, ms in ((1, 30.0), (2, 31.0), (3, 42.0), (4, 43.0), (5, 50.0)):
-        cfg.record_pass(t, ms)
+        for _ in range(MIN_TIMED):
+            cfg.record_pass(t, ms)
     cfg.hits["ngram"] = [1.0, 9.0]  # 10% acceptance
     assert cfg.free_length("ngram", 4) == 1  # a second token in the pass is nearly free: still worth one guess
     cfg.hits["lookup"] = [95.0, 5.0]
@@ -175,6 +176,29 @@ def test_free_draft_length_follows_measured_costs_and_acceptance() -> None:
     cfg.record_pass(2, 1000.0)  # if a 2-token pass were expensive, a poor guess would not be sent
     cfg.pass_ms[2] = 60.0
     assert cfg.free_length("ngram", 1) == 0
+
+
+def test_an_untimed_pass_length_is_tried_then_kept_only_if_it_pays() -> None:
+    cfg = SpecConfig(layers=[2], layer=2)
+    cfg.hits["lookup"] = [60.0, 40.0]  # 60% acceptance
+    for _ in range(MIN_TIMED):
+        cfg.record_pass(1, 30.0)
+        cfg.record_pass(2, 38.0)
+    # A 3-token pass has not been timed: assumed to cost what 2 tokens do, so two guesses go.
+    assert cfg.pass_cost(3) == 38.0
+    assert cfg.free_length("lookup", 2) == 2
+    # Timed at 40 ms (ONNX Runtime's shape: the third token nearly free), it is kept.
+    for ms in (40.0, 90.0, 41.0):  # one slow pass among the first timings does not decide
+        cfg.record_pass(3, ms)
+    assert cfg.pass_cost(3) == 41.0 and cfg.free_length("lookup", 2) == 2
+    # Timed at 57 ms (torch's shape: half a step more), a second guess no longer pays.
+    dear = SpecConfig(layers=[2], layer=2, hits={"lookup": [60.0, 40.0]})
+    for t, ms in ((1, 30.0), (2, 31.0), (3, 57.0)):
+        for _ in range(MIN_TIMED):
+            dear.record_pass(t, ms)
+    assert dear.free_length("lookup", 2) == 1
+    # Untimed lengths above a timed one borrow its cost, not a lower one's.
+    assert dear.pass_cost(4) == 57.0
 
 
 def test_ngram_drafts_stay_lossless_and_are_counted(headed: LoadedModel) -> None:
