@@ -8,8 +8,8 @@ other (which goes first alternates by case) on warm engines (cold prompts: the K
 dropped before each run, so both pay the same prefill, which is not counted). On ONNX
 Runtime each decoder has its own engine and backend, so that plain decoding runs the graph
 of all layers as it does by default whatever speculation does (which loads the export's
-layer segments if it drafts with the exit heads). Prints ms per token for each, the ratio, how many drafts were
-identical, and speculation's counters.
+layer segments if it drafts with the exit heads). Prints ms per token for each, the ratio,
+how many drafts were identical, and speculation's counters.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ proposed (prompt lookup); else the same on the last two tokens or the last one; 
 the standard-library n-gram table proposes its most frequent continuation. The full
 model verifies such a draft in one pass over the 1+k tokens. How many of them to send is
 chosen from the measured cost of a pass of each length and each source's measured
-acceptance. The shape of those costs depends on the backend: on torch a pass over 2 tokens
-costs about what a 1-token step does and each further token about half a step more; on ONNX
-Runtime the second token costs about a quarter of a step and the third and fourth little
-more. So a length not yet timed is assumed to cost what the next shorter timed one does:
+acceptance. The shape of those costs depends on the backend and the host: on torch a pass
+over 2 tokens costs about what a 1-token step does and 3 or 4 tokens 1.4 to 1.5 steps; on
+ONNX Runtime the second token costs a fifth to a quarter of a step and the third and fourth
+little more. So a length not yet timed is assumed to cost what the next shorter timed one does:
 the controller tries it, and keeps it only if it pays (BENCHMARKS.md). Free drafts are
 tried first; the exit-head drafter is the fallback. All are lossless.
 """
@@ -97,9 +97,10 @@ class SpecConfig:
         shorter = [s for s in self.pass_ms if s < t and self.timed(s)]
         if shorter:
             return self.pass_ms[max(shorter)]
-        return min(self.pass_ms.values(), default=1.0)
+        return min(self.pass_ms.values(), default=1.0)  # nothing shorter timed yet: the cheapest seen
 
     def timed(self, t: int) -> bool:
+        """Whether passes over t tokens have been timed often enough to believe their cost."""
         return len(self.timings.get(t, ())) >= MIN_TIMED
 
     def record_pass(self, t: int, ms: float) -> None:
