@@ -263,11 +263,15 @@ class Speculator:
         logits."""
         t0 = time.perf_counter()
         x = torch.tensor([ids])
-        layer = self.cfg.layers[self.cfg.probes % len(self.cfg.layers)]
-        self.cfg.probes += probe
-        out, states = self.backend.step_states(x, [layer]) if probe else (self.backend.step(x), {})
-        self.cfg.record_pass(len(ids), (time.perf_counter() - t0) * 1000)
+        states: dict[int, Tensor] | None = None
         if probe:
+            layer = self.cfg.layers[self.cfg.probes % len(self.cfg.layers)]
+            self.cfg.probes += 1
+            out, states = self.backend.step_states(x, [layer])
+        else:
+            out = self.backend.step(x)
+        self.cfg.record_pass(len(ids), (time.perf_counter() - t0) * 1000)
+        if states is not None:
             self._probe(out[0], states)
         return out[0]
 
