@@ -15,9 +15,10 @@ Measures, on the same prompts (real code: the standard library's `argparse.py`):
   CPU's GroupQueryAttention;
 - llama.cpp (llama-cpp-python in its own venv, see llamacpp_worker.py) on the shipped GGUF
   with the same threads, in the same rounds as the others, when --llamacpp-python is given.
-With --device cuda: torch on the CPU (the reference tokens), torch on the GPU, and ONNX
-Runtime's CUDA provider in float32 (KV cache on the GPU by I/O binding, and copied from the
-host each call, to show what the binding saves) and int4; the floor is then the GPU's.
+With --device cuda: torch on the CPU (the reference tokens), torch on the GPU (its steps
+replayed as CUDA graphs, and eager), and ONNX Runtime's CUDA provider in float32 (KV cache on
+the GPU by I/O binding, and copied from the host each call, to show what the binding saves)
+and int4; the floor is then the GPU's.
 Configurations run interleaved, round by round, so that the machine's drift hits all alike.
 Prints a Markdown section for BENCHMARKS.md.
 """
@@ -113,11 +114,14 @@ def edit_request_ms(engine: Engine, text: str, i: int) -> float:
 
 
 def cuda_configs(cpu_model: LoadedModel) -> dict[str, LoadedModel]:
-    """torch and ONNX Runtime on the GPU: float32 with the cache bound on the GPU and, for
-    comparison, copied from the host each call; int4 (MatMulNBits)."""
+    """torch and ONNX Runtime on the GPU: torch with its steps replayed as CUDA graphs, and
+    eager; ONNX Runtime float32 with the cache bound on the GPU and, for comparison, copied
+    from the host each call; int4 (MatMulNBits)."""
     from models.onnx_backend import OnnxBackend
 
-    out = {"torch float32, CUDA": load_model(device="cuda")}
+    eager = load_model(device="cuda")
+    eager.backend.cuda_graphs = False  # type: ignore[attr-defined]
+    out = {"torch float32, CUDA, steps as CUDA graphs": load_model(device="cuda"), "torch float32, CUDA, eager": eager}
     bound = to_onnx(cpu_model, "cuda", "none")
     assert isinstance(bound.backend, OnnxBackend) and bound.backend.bound, "no CUDA provider, or torch without CUDA"
     out["ONNX Runtime float32, CUDA"] = bound

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from models.config import ModelConfig
+from models.cuda_graph import CapturedStep
 from models.llama import KVCache, LlamaModel, linear
+
+log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 512
 """Prefill runs in chunks of this many tokens so the [T, S] attention mask stays small."""
+
+MAX_CAPTURED_TOKENS = 16
+"""Steps of up to this many tokens (decoding, drafts side by side, verify passes) replay as
+CUDA graphs on a GPU; longer ones (prefill, a pasted edit) run eagerly."""
 
 
 class Backend(Protocol):
@@ -61,6 +69,12 @@ class TorchBackend:
         self.shortlist: Tensor | None = None  # [K] token ids that drafting may propose
         self._short_weight: Tensor | None = None  # [K, D] their rows of the LM head
         self.cache = KVCache(self.config, 1, self.dtype, self.device)
+        # On a GPU, steps replay as CUDA graphs (models/cuda_graph.py), captured per cache
+        # buffers, batch and token count; off after a failed capture.
+        self.cuda_graphs = self.device.type == "cuda"
+        self._steps: dict[tuple[int, int, int], CapturedStep] = {}
+        self._steps_cache: KVCache | None = None
+        self.replays = 0
 
     def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
                      thresholds: dict[int, float] | None = None) -> None:
@@ -86,7 +100,10 @@ class TorchBackend:
 
     def reset(self, batch: int = 1) -> None:
         """Drop the cache and start over with `batch` rows."""
-        self.cache = KVCache(self.config, batch, self.dtype, self.device)
+        if self.cuda_graphs and self.cache.batch == batch:
+            self.cache.truncate(0)  # keep the buffers, and the steps captured over them
+        else:
+            self.cache = KVCache(self.config, batch, self.dtype, self.device)
 
     @torch.inference_mode()
     def embed(self, ids: Tensor) -> Tensor:
@@ -129,6 +146,9 @@ class TorchBackend:
     def step(self, ids: Tensor | None = None, embeds: Tensor | None = None) -> Tensor:
         """Extend the cache by ids [B, T] (or embeds [B, T, D]); logits [B, T, V]."""
         h = self.embed(ids) if embeds is None else embeds.to(self.device, self.dtype)
+        out = self._captured(h)
+        if out is not None:
+            return out
         h = self.run_layers(h, 0, self.config.num_layers)
         return self.model.logits(h)
 
@@ -150,8 +170,46 @@ class TorchBackend:
         this way, sharing the prompt's cache, one row of keys per draft token."""
         if self.config.sliding_window is not None:
             raise NotImplementedError("tree steps need full attention")
+        out = self._captured(self.embed(ids), positions.cpu(), visible.cpu())
+        if out is not None:
+            return out
         h = self.model.run_tree(self.embed(ids), positions.to(self.device), visible, self.cache)
         return self.model.logits(h)
+
+    def _captured(self, h: Tensor, positions: Tensor | None = None, visible: Tensor | None = None) -> Tensor | None:
+        """Logits [B, T, V] of a step on h [B, T, D] replayed as a CUDA graph, or None where the
+        step runs eagerly (no GPU, a long step, layers at different lengths mid-speculation).
+        A tree step gives its rotary `positions` [T] and `visible` [T, length + T]; a plain
+        step is causal at the next positions."""
+        c = self.cache
+        n, (b, t, _) = c.lengths[0], h.shape
+        if (not self.cuda_graphs or t > MAX_CAPTURED_TOKENS or c.lengths.count(n) != len(c.lengths)
+                or self.config.sliding_window is not None):
+            return None
+        c.reserve(n + t)
+        slots = torch.arange(n, n + t)
+        full = torch.zeros(t, c.capacity, dtype=torch.bool)  # [T, C]; the unfilled tail stays masked
+        if visible is None:
+            positions = slots
+            full[:, : n + t] = torch.ones(t, n + t, dtype=torch.bool).tril(n)
+        else:
+            full[:, : n + t] = visible
+        if self._steps_cache is not c:
+            self._steps, self._steps_cache = {}, c
+        key = (c.version, b, t)
+        step = self._steps.get(key)
+        if step is None:
+            self._steps = {k: s for k, s in self._steps.items() if k[0] == c.version}  # older buffers' steps
+            try:
+                step = self._steps[key] = CapturedStep(self.model, c, h, slots, positions, full)
+            except RuntimeError as e:  # never fatal: the eager step computes the same
+                log.warning("CUDA graph capture failed, decoding without graphs: %s", e)
+                self.cuda_graphs = False
+                return None
+        out = step(h, slots, positions, full)
+        c.lengths = [n + t] * len(c.lengths)
+        self.replays += 1
+        return out
 
     @torch.inference_mode()
     def prefill(self, ids: Tensor, all_logits: bool = False) -> Tensor:

@@ -26,6 +26,7 @@ class KVCache:
     def __init__(self, cfg: ModelConfig, batch: int, dtype: torch.dtype, device: torch.device):
         self.cfg, self.batch, self.dtype, self.device = cfg, batch, dtype, device
         self.capacity = 0
+        self.version = 0  # bumped whenever the buffers are replaced (a captured step holds them)
         self.k: list[Tensor] = []
         self.v: list[Tensor] = []
         self.lengths = [0] * cfg.num_layers
@@ -41,6 +42,12 @@ class KVCache:
                 k[i][:, :, :n] = self.k[i][:, :, :n]
                 v[i][:, :, :n] = self.v[i][:, :, :n]
         self.k, self.v, self.capacity = k, v, cap
+        self.version += 1
+
+    def reserve(self, need: int) -> None:
+        """Make room for `need` positions in every layer."""
+        if need > self.capacity:
+            self._grow(need)
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [B, Hkv, T, Dh] after the layer's fill; return the filled views."""
@@ -52,6 +59,13 @@ class KVCache:
         self.lengths[layer] = n + t
         return self.k[layer][:, :, : n + t], self.v[layer][:, :, : n + t]
 
+    def write_at(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v [B, Hkv, T, Dh] at `slots` [T] (a device tensor, so no host value is read);
+        return the whole buffers [B, Hkv, C, Dh]. The fill length is the caller's to set."""
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
+        return self.k[layer], self.v[layer]
+
     def truncate(self, n: int) -> None:
         """Forget every position at or after n, in every layer."""
         self.lengths = [min(length, max(n, 0)) for length in self.lengths]
@@ -61,6 +75,7 @@ class KVCache:
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
         self.batch = int(rows.numel())
+        self.version += 1
 
 
 SMALL_M = 16
@@ -196,14 +211,17 @@ class Attention(nn.Module):
         return k * cos + rotate_half(k) * sin, v
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int,
-                visible: Tensor | None = None) -> Tensor:
+                visible: Tensor | None = None, slots: Tensor | None = None) -> Tensor:
         b, t, _ = x.shape
         q, k, v = self.qkv(x)
         q = q.view(b, t, self.h, self.hd).transpose(1, 2)  # [B, H, T, Dh]
         q = q * cos + rotate_half(q) * sin
         k, v = self._heads_kv(k, v, cos, sin)
         start = cache.lengths[layer]
-        k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
+        if slots is None:
+            k_all, v_all = cache.append(layer, k, v)  # [B, Hkv, S, Dh]
+        else:  # a fixed-shape step: the whole buffers, the unfilled tail masked out by `visible`
+            k_all, v_all = cache.write_at(layer, slots, k, v)  # [B, Hkv, C, Dh]
         if visible is None:
             y = attend(q, k_all, v_all, start, self.window)  # [B, H, T, Dh]
         else:  # an explicit [T, S] mask: several drafts side by side in one sequence
@@ -234,8 +252,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, layer: int,
-                visible: Tensor | None = None) -> Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, visible)
+                visible: Tensor | None = None, slots: Tensor | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer, visible, slots)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -288,6 +306,16 @@ class LlamaModel(nn.Module):
         for i, layer in enumerate(self.model.layers):
             h = layer(h, cos, sin, cache, i, mask)
         return h
+
+    def run_fixed(self, h: Tensor, slots: Tensor, positions: Tensor, visible: Tensor, cache: KVCache) -> Tensor:
+        """All layers and the head on h [B, T, D]: token i's keys and values go to cache slot
+        slots[i], rotated to positions[i], and it sees the keys visible[i] marks over the whole
+        buffer [T, C]. No shape, address or host value changes from one call to the next, so a
+        CUDA graph can replay it. Logits [B, T, V]; `cache.lengths` are left to the caller."""
+        cos, sin = self.rope(0, h.shape[1], h.dtype, positions)
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, cos, sin, cache, i, visible, slots)
+        return self.logits(h)
 
     def logits(self, h: Tensor) -> Tensor:
         """Final norm and shared LM head: [B, T, D] -> [B, T, V] in float32."""

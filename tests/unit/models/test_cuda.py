@@ -70,3 +70,27 @@ def test_default_model_drafts_on_the_gpu_are_the_cpu_drafts(smol: LoadedModel) -
     assert _drafts(gpu, {"drafts": 3}) == _drafts(smol, {"drafts": 3})
     # Speculation with the shipped exit heads stays lossless on the GPU.
     assert _drafts(gpu, {"drafts": 1, "speculative": True}) == _drafts(gpu, {"drafts": 1})
+
+
+def test_steps_replay_as_cuda_graphs_with_the_eager_logits() -> None:
+    """Decoding steps, drafts side by side and speculation replay as CUDA graphs (one capture
+    per cache buffers, batch and token count), with what eager steps on the GPU give."""
+    cpu = headed_tiny(3, shortlist_every=3, thresholds={1: 0.02, 2: 0.02})
+    graphs, eager = _on_cuda(cpu), _on_cuda(cpu)
+    g, e = graphs.backend, eager.backend
+    assert isinstance(g, TorchBackend) and isinstance(e, TorchBackend) and g.cuda_graphs
+    e.cuda_graphs = False
+    ids = torch.tensor([cpu.tokenizer.encode(CODE * 40)[:273]])
+    g.prefill(ids[:, :250])
+    e.prefill(ids[:, :250])
+    for i in range(250, 270):  # across the buffers' first growth, at 256
+        a, b = g.step(ids[:, i : i + 1]), e.step(ids[:, i : i + 1])
+        assert (a - b).abs().max().item() < 1e-4
+    a, b = g.step(ids[:, 270:273]), e.step(ids[:, 270:273])  # three tokens, as a verify pass
+    assert (a - b).abs().max().item() < 1e-4
+    assert g.replays == 21 and g.length == 273 and g.cache.capacity >= 273
+    for wire in ({"drafts": 1}, {"drafts": 3}, {"drafts": 1, "speculative": True}):
+        before = g.replays
+        assert _drafts(graphs, wire) == _drafts(eager, wire), wire
+        assert g.replays > before, wire
+    assert g.cuda_graphs and e.replays == 0
