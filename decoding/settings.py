@@ -15,7 +15,7 @@ class Settings:
     """Every knob, fully defaulted. Wire names are camelCase (`maxNewTokens`)."""
 
     model: str = "smollm2-135m"
-    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: ONNX Runtime where installed (the faster, BENCHMARKS.md)
+    backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: torch on a CUDA GPU (CUDA graphs), else ONNX Runtime where installed
     quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3

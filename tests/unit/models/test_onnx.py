@@ -330,6 +330,21 @@ def test_backend_auto_is_onnx_runtime_where_installed_else_torch(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_backend_auto_is_torch_on_a_gpu_unless_quantized(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA GPU torch replays its steps as CUDA graphs, faster than ONNX Runtime's CUDA
+    provider; quantized weights are ONNX Runtime's alone. (Whether torch sees a GPU is faked:
+    the choice, not the run, is under test here.)"""
+    from models.loading import resolve_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_backend("auto", "auto") == "torch" and resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert resolve_backend("auto", "cuda", "int4") == "onnx"
+    assert resolve_backend("onnx", "cuda") == "onnx"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_backend("auto", "auto") == "onnx"
+
+
 @pytest.mark.model
 def test_default_model_logits_and_greedy_drafts_match_torch(smol: LoadedModel, tmp_path: Path) -> None:
     """Float32 parity on SmolLM2 within 1e-3, and the same greedy drafts."""
