@@ -170,10 +170,11 @@ class TorchBackend:
         this way, sharing the prompt's cache, one row of keys per draft token."""
         if self.config.sliding_window is not None:
             raise NotImplementedError("tree steps need full attention")
-        out = self._captured(self.embed(ids), positions.cpu(), visible.cpu())
+        h = self.embed(ids)
+        out = self._captured(h, positions.cpu(), visible.cpu())
         if out is not None:
             return out
-        h = self.model.run_tree(self.embed(ids), positions.to(self.device), visible, self.cache)
+        h = self.model.run_tree(h, positions.to(self.device), visible, self.cache)
         return self.model.logits(h)
 
     def _captured(self, h: Tensor, positions: Tensor | None = None, visible: Tensor | None = None) -> Tensor | None:
