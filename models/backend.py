@@ -8,6 +8,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from models import threads as torch_threads
 from models.config import ModelConfig
 from models.cuda_graph import CapturedStep
 from models.llama import KVCache, LlamaModel, linear
@@ -108,11 +109,13 @@ class TorchBackend:
     @torch.inference_mode()
     def embed(self, ids: Tensor) -> Tensor:
         """Token embeddings: [B, T] -> [B, T, D]."""
+        torch_threads.for_torch()
         return self.model.model.embed_tokens(ids.to(self.device))
 
     @torch.inference_mode()
     def run_layers(self, h: Tensor, start: int, stop: int) -> Tensor:
         """Layers [start, stop) on h [B, T, D]; appends those layers' K/V."""
+        torch_threads.for_torch()
         return self.model.run_layers(h.to(self.dtype), start, stop, self.cache)
 
     @torch.inference_mode()
@@ -140,6 +143,7 @@ class TorchBackend:
     @torch.inference_mode()
     def fill_kv(self, h: Tensor, start: int, stop: int) -> None:
         """Fill skipped layers [start, stop) from an exited state (state copying)."""
+        torch_threads.for_torch()
         self.model.fill_kv(h.to(self.dtype), start, stop, self.cache)
 
     @torch.inference_mode()

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models import threads as torch_threads
 from models.config import ModelConfig
 from models.llama import linear
 
@@ -114,7 +115,7 @@ class OnnxBackend:
         so.enable_cpu_mem_arena = False
         # All sessions (one per segment) share one thread pool: with a pool each, the spinning
         # threads of the last session steal the cores from the next (measured: 4x slower steps).
-        _global_threads(threads or torch.get_num_threads())
+        _global_threads(threads or torch_threads.configured())
         so.use_per_session_threads = False
         self.providers = providers(device)
         self.folder = folder
@@ -211,6 +212,8 @@ class OnnxBackend:
         """Run a graph on host inputs `feed` and cache buffers `past`; its outputs (of `shapes`,
         or written into the given tensors) as tensors on the cache's device. When bound, the
         buffers and outputs are bound in place."""
+        if not self.cuda:
+            torch_threads.for_onnx_runtime()
         if not self.bound:
             out = session.run(None, {**feed, **{name: t.numpy() for name, t in past.items()}})
             return [torch.from_numpy(o) for o in out]
@@ -392,6 +395,8 @@ class OnnxBackend:
         return h
 
     def _logits(self, h: np.ndarray) -> Tensor:
+        if not self.cuda:
+            torch_threads.for_onnx_runtime()
         return torch.from_numpy(self.head.run(None, {"h": np.ascontiguousarray(h, np.float32)})[0])
 
     @torch.inference_mode()

@@ -330,6 +330,29 @@ def test_backend_auto_is_onnx_runtime_where_installed_else_torch(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_torch_keeps_one_thread_beside_onnx_runtime_on_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
+    """ONNX Runtime's pool threads spin on the cores after a run; torch work split over two
+    threads then waits for a core (models/threads.py). torch has one thread while ONNX
+    Runtime runs, and the torch backend gets its threads back."""
+    tiny, ob = tiny_pair
+    was = torch.get_num_threads()
+    ids = torch.tensor([tiny.tokenizer.encode(CODE)[:12]])
+    try:
+        torch.set_num_threads(2)
+        ob.reset()
+        ob.prefill(ids)
+        assert torch.get_num_threads() == 1
+        tiny.backend.reset()
+        tiny.backend.prefill(ids)
+        assert torch.get_num_threads() == 2
+        ob.step(ids[:, :1])
+        assert torch.get_num_threads() == 1
+        tiny.backend.step(ids[:, :1])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(was)
+
+
 def test_backend_auto_is_torch_on_a_gpu_unless_quantized(monkeypatch: pytest.MonkeyPatch) -> None:
     """On a CUDA GPU torch replays its steps as CUDA graphs, faster than ONNX Runtime's CUDA
     provider; quantized weights are ONNX Runtime's alone. (Whether torch sees a GPU is faked:
