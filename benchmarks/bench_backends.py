@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_core import code_ids, machine  # noqa: E402
 from decoding.engine import CompletionRequest, Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
+from models import threads as torch_threads  # noqa: E402
 from models.loading import LoadedModel, load_model, to_onnx  # noqa: E402
 
 LLAMA_SNIPPET = r"""
@@ -64,10 +65,16 @@ print(json.dumps(out))
 
 
 def bandwidth_gbs(gib: float = 1.0, repeats: int = 5, device: str = "cpu") -> float:
-    """Memory read bandwidth: a sum over a buffer far larger than the caches."""
-    x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32, device=device)
-    x.sum().item()
-    best = min(_timed(lambda: x.sum().item()) for _ in range(repeats))
+    """Memory read bandwidth: a sum over a buffer far larger than the caches, on all the
+    threads the backends use (torch keeps one beside ONNX Runtime, models/threads.py)."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(torch_threads.configured())
+    try:
+        x = torch.ones(int(gib * (1 << 30)) // 4, dtype=torch.float32, device=device)
+        x.sum().item()
+        best = min(_timed(lambda: x.sum().item()) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(was)
     return x.numel() * 4 / best / 1e9
 
 
