@@ -57,10 +57,11 @@ def main() -> None:
     text = Path(argparse.__file__).read_text()
     docs = [text[: text.index(m) + len(m)] for m in SITES[: args.sites]]
     names = ["one thread", f"{threads} threads"]
-    rows = {(d, n): {"ms": [], "tokens": [], "total": [], "drafts": []} for d in args.drafts.split(",") for n in names}
+    counts = args.drafts.split(",")
+    rows = {(d, n): {"ms": [], "tokens": [], "total": [], "drafts": []} for d in counts for n in names}
     for r in range(args.rounds):
         for i, doc in enumerate(docs):
-            for d in args.drafts.split(","):
+            for d in counts:
                 s = Settings.from_dict({"drafts": int(d), "kvReuse": False})[0]
                 for name in names if (i + r) % 2 == 0 else names[::-1]:
                     policy(name)
@@ -77,7 +78,7 @@ def main() -> None:
           f"float32; {len(docs)} sites of `argparse.py` x {args.rounds} rounds, default settings, no KV reuse.\n")
     print("| drafts | torch threads beside ONNX Runtime | decode ms/token | request p50 ms | mean ms | same drafts |")
     print("|---|---|---|---|---|---|")
-    for d in args.drafts.split(","):
+    for d in counts:
         one = rows[(d, names[0])]
         for name in names:
             row = rows[(d, name)]

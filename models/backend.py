@@ -74,7 +74,6 @@ class TorchBackend:
         # buffers, batch and token count; off after a failed capture.
         self.cuda_graphs = self.device.type == "cuda"
         self._steps: dict[tuple[int, int, int], CapturedStep] = {}
-        self._steps_cache: KVCache | None = None
         self.replays = 0
 
     def attach_heads(self, adapters: dict[int, torch.nn.Module], shortlist: Tensor | None,
@@ -199,12 +198,10 @@ class TorchBackend:
             full[:, : n + t] = torch.ones(t, n + t, dtype=torch.bool).tril(n)
         else:
             full[:, : n + t] = visible
-        if self._steps_cache is not c:
-            self._steps, self._steps_cache = {}, c
         key = (c.version, b, t)
         step = self._steps.get(key)
         if step is None:
-            self._steps = {k: s for k, s in self._steps.items() if k[0] == c.version}  # older buffers' steps
+            self._steps = {k: s for k, s in self._steps.items() if k[0] == c.version}  # other buffers' steps
             try:
                 step = self._steps[key] = CapturedStep(self.model, c, h, slots, positions, full)
             except RuntimeError as e:  # never fatal: the eager step computes the same

@@ -23,9 +23,9 @@ class CapturedStep:
                  visible: Tensor):
         dev = h.device
         self.h = h.clone()  # [B, T, D]
-        self.slots = slots.to(dev).clone()  # [T] cache slots
-        self.positions = positions.to(dev).clone()  # [T] rotary positions
-        self.visible = visible.to(dev).clone()  # [T, C]
+        self.slots = slots.to(dev, copy=True)  # [T] cache slots
+        self.positions = positions.to(dev, copy=True)  # [T] rotary positions
+        self.visible = visible.to(dev, copy=True)  # [T, C]
         # Warm up on a side stream first (cuBLAS workspaces, lazily fused weights). The warm-up
         # writes this step's own keys and values into its free slots, which the replay rewrites.
         side = torch.cuda.Stream(dev)

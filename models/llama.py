@@ -8,12 +8,17 @@ speculation and superposition can drive it one segment at a time.
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import ModelConfig
+
+
+_buffer_sets = itertools.count(1)
+"""Numbers each set of cache buffers, across caches: a captured step is tied to one set."""
 
 
 class KVCache:
@@ -26,7 +31,7 @@ class KVCache:
     def __init__(self, cfg: ModelConfig, batch: int, dtype: torch.dtype, device: torch.device):
         self.cfg, self.batch, self.dtype, self.device = cfg, batch, dtype, device
         self.capacity = 0
-        self.version = 0  # bumped whenever the buffers are replaced (a captured step holds them)
+        self.version = 0  # which set of buffers this is (`_buffer_sets`): new whenever they are replaced
         self.k: list[Tensor] = []
         self.v: list[Tensor] = []
         self.lengths = [0] * cfg.num_layers
@@ -42,7 +47,7 @@ class KVCache:
                 k[i][:, :, :n] = self.k[i][:, :, :n]
                 v[i][:, :, :n] = self.v[i][:, :, :n]
         self.k, self.v, self.capacity = k, v, cap
-        self.version += 1
+        self.version = next(_buffer_sets)
 
     def reserve(self, need: int) -> None:
         """Make room for `need` positions in every layer."""
@@ -75,7 +80,7 @@ class KVCache:
         self.k = [k.index_select(0, rows) for k in self.k]
         self.v = [v.index_select(0, rows) for v in self.v]
         self.batch = int(rows.numel())
-        self.version += 1
+        self.version = next(_buffer_sets)
 
 
 SMALL_M = 16
