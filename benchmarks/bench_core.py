@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from decoding.engine import CompletionRequest, Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
+from models import threads as torch_threads  # noqa: E402
 from models.loading import load_model  # noqa: E402
 
 LOAD_SNIPPET = (
@@ -50,7 +51,7 @@ def machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+            f"({torch_threads.configured()} threads), Python {platform.python_version()}")
 
 
 def load_times() -> dict[str, float]:

@@ -8,6 +8,7 @@ and asks again. The same run is repeated with `kvReuse` off, side by side.
 
     .venv/bin/python benchmarks/bench_server.py [--sites 8] [--typed 2] [--write BENCHMARKS.md]
     .venv/bin/python benchmarks/bench_server.py --backends torch,auto   # the same server on each backend
+    .venv/bin/python benchmarks/bench_server.py --backends torch,auto,onnx:int8   # backend:quantize
 
 With --backends, each backend's server runs the same sites (kvReuse on, the default), the
 backends in turn, twice, so the machine's drift hits them alike; it prints one row per
@@ -57,11 +58,16 @@ def sites(n: int) -> list[tuple[str, str, int, int]]:
 
 
 async def run(kv_reuse: bool, n_sites: int, typed: int, backend: str = "auto") -> dict[str, list[float]]:
+    """One server over the sites; `backend` is a backend name, or `name:quantize` (e.g. onnx:int8)."""
+    kind, _, quantize = backend.partition(":")
+    options = {"kvReuse": kv_reuse, "drafts": 3, "timeBudgetMs": 10000, "backend": kind}
+    if quantize:
+        options["quantize"] = quantize
     cfg = ClientServerConfig(server_command=[sys.executable, "-m", "lsp.cli", "serve"])
     client: LanguageClient = await cfg.start(devtools=None)
     await client.initialize_session(types.InitializeParams(
         capabilities=types.ClientCapabilities(),
-        initialization_options={"kvReuse": kv_reuse, "drafts": 3, "timeBudgetMs": 10000, "backend": backend}))
+        initialization_options=options))
 
     async def status() -> dict[str, Any]:
         return await client.workspace_execute_command_async(types.ExecuteCommandParams(command="draftls.status"))
@@ -120,7 +126,7 @@ def main() -> None:
     p.add_argument("--sites", type=int, default=8)
     p.add_argument("--typed", type=int, default=2, help="rounds of (suggested character, other character) per site")
     p.add_argument("--write", type=Path, help="replace the server section of this Markdown file")
-    p.add_argument("--backends", help="compare backends (e.g. torch,auto) instead of kvReuse on and off")
+    p.add_argument("--backends", help="compare backends (e.g. torch,auto,onnx:int8) instead of kvReuse on and off")
     args = p.parse_args()
     if args.backends:
         compare_backends([b.strip() for b in args.backends.split(",")], args.sites, args.typed)

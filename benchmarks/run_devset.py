@@ -53,12 +53,19 @@ CONFIGS: dict[str, tuple[str, dict[str, object]]] = {
     "greedy-exit": ("draftls greedy, 1 draft, dynamic early exit", {"drafts": 1, "earlyExit": True}),
     "greedy-spec-stop": ("draftls greedy, 1 draft, self-speculative + stop-on-uncertain",
                          {"drafts": 1, "speculative": True, "stopOnUncertain": True}),
-    "onnx": ("draftls greedy, 1 draft, ONNX Runtime float32", {"drafts": 1, "backend": "onnx"}),
-    "onnx-3": ("draftls greedy, 3 drafts decoded together, ONNX Runtime float32", {"drafts": 3, "backend": "onnx"}),
+    "onnx": ("draftls greedy, 1 draft, ONNX Runtime float32", {"drafts": 1, "backend": "onnx", "quantize": "none"}),
+    "onnx-3": ("draftls greedy, 3 drafts decoded together, ONNX Runtime float32", {"drafts": 3, "backend": "onnx", "quantize": "none"}),
     "onnx-int8": ("draftls greedy, 1 draft, ONNX Runtime int8", {"drafts": 1, "backend": "onnx", "quantize": "int8"}),
     "onnx-int4": ("draftls greedy, 1 draft, ONNX Runtime int4", {"drafts": 1, "backend": "onnx", "quantize": "int4"}),
     "llama-cpp": ("llama.cpp (llama-cpp-python 0.3.36) on the same GGUF, greedy, plain prompt", {"drafts": 1}),
 }
+
+
+def default_weights() -> str:
+    """What `quantize: auto` runs on this machine's CPU (models.onnx_backend.quantize_for)."""
+    from models.onnx_backend import quantize_for
+
+    return "int8" if resolve_backend("auto") == "onnx" and quantize_for("auto", "cpu") == "int8" else "float32"
 
 
 def first_of_each_kind(cases: list[Case], limit: int | None) -> list[Case]:
@@ -179,7 +186,7 @@ def main() -> None:
         desc, wire = CONFIGS[name]
         settings = Settings.from_dict({"model": loaded.spec.name, **wire, **args.settings})[0]
         backend = resolve_backend(settings.backend)
-        model = loaded if backend == "torch" else to_onnx(loaded, "cpu", settings.quantize, print)
+        model = loaded if backend == "torch" else to_onnx(loaded, "cpu", settings.load_quantize, print)
         engine = Engine(model)  # a fresh cache per configuration
         complete = None
         if name == "hf-generate":
@@ -211,8 +218,9 @@ def main() -> None:
         START,
         f"Command: `.venv/bin/python benchmarks/run_devset.py --configs {','.join(names)}{limit}`  ",
         f"Machine: {machine()}  ",
-        f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, float32, CPU, backend "
-        f"{resolve_backend('auto')} (the default `auto`) unless the row says otherwise. "
+        f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name}, CPU, backend "
+        f"{resolve_backend('auto')} (the default `auto`), weights {default_weights()} (the default `quantize: auto` "
+        "here) unless the row says otherwise. "
         f"{len(cases)} cases from `{args.cases.name}`; default settings unless the row says otherwise.",
         "",
         *rows,

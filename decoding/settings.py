@@ -16,7 +16,7 @@ class Settings:
 
     model: str = "smollm2-135m"
     backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: torch on a CUDA GPU (CUDA graphs), else ONNX Runtime where installed
-    quantize: Literal["none", "int8", "int4"] = "none"  # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py)
+    quantize: Literal["auto", "none", "int8", "int4"] = "auto"  # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py); auto: int8 on CPUs with AVX-512 VNNI, else float32
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3
     decoder: Literal["greedy", "sampling", "superposed"] = "greedy"
@@ -60,6 +60,14 @@ class Settings:
         for w in warnings:
             log.warning(w)
         return dataclasses.replace(base, **changes), warnings
+
+    @property
+    def load_quantize(self) -> str:
+        """`quantize` as the model is loaded with it: `auto` is resolved per CPU at load
+        (models.onnx_backend.quantize_for), but float32 with speculation on. int8 rounds the
+        activations differently in a one-token step and a multi-token verify pass (logits up to
+        0.57 apart, BENCHMARKS.md), so speculation would not give plain decoding's tokens."""
+        return "none" if self.quantize == "auto" and self.speculative else self.quantize
 
     def to_wire(self) -> dict[str, Any]:
         """camelCase dict, as a client sends it."""

@@ -22,7 +22,8 @@ def _settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnx"],
                    help="auto (default: ONNX Runtime where installed, else torch), torch, or onnx (ONNX Runtime, "
                         "exported on first use)")
-    p.add_argument("--quantize", choices=["none", "int8", "int4"], help="ONNX weights (default none)")
+    p.add_argument("--quantize", choices=["auto", "none", "int8", "int4"],
+                   help="ONNX weights (default auto: int8 on CPUs with AVX-512 VNNI, else none)")
     p.add_argument("--max-new-tokens", type=int, dest="max_new_tokens", help="token budget per draft")
     p.add_argument("--mode", choices=["line", "block", "auto"], help="stop at the end of the line or block")
     p.add_argument("--decoder", choices=["greedy", "sampling", "superposed"], help="how drafts are decoded")
@@ -71,7 +72,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     analysis = Analysis()
     if settings.monitors:  # jedi reads the file while the model loads, as an editor's didOpen lets it
         analysis.warm(text, req.path, req.workspace)
-    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.quantize,
+    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.load_quantize,
                         progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
     engine = Engine(loaded, analysis)
     load_ms = (time.perf_counter() - t0) * 1000
@@ -82,7 +83,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(json.dumps({"drafts": drafts, "timings": timings}, indent=2, ensure_ascii=False))
         return 0
     line_start = text.rfind("\n", 0, offset) + 1
-    quant = {"none": "float32"}.get(settings.quantize, settings.quantize)
+    quantize = str(loaded.info.get("quantize", settings.load_quantize))
+    quant = {"none": "float32"}.get(quantize, quantize)
     backend = loaded.backend.name + (f" {quant}" if loaded.backend.name == "onnx" else "")
     print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source}), backend {backend}")
     print(f"  cursor: {text[line_start:offset]!r}|")
@@ -124,7 +126,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         print("draftls: no valid cases to run", file=sys.stderr)
         return 2
     workspace = Path(args.workspace or Path(args.cases).resolve().parent).resolve()
-    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.quantize,
+    loaded = load_model(settings.model, device=settings.device, backend=settings.backend, quantize=settings.load_quantize,
                         progress=lambda m: print(f"draftls: {m}", file=sys.stderr))
     engine = Engine(loaded)
     progress = sys.stderr.isatty() and not args.quiet

@@ -41,7 +41,7 @@ STATUS_COMMAND = "draftls.status"
 ACCEPTED_COMMAND = "draftls.accepted"
 SECTION = "draftls"
 # Settings that need the model loaded again when they change.
-LOAD_KEYS = ("model", "backend", "device", "quantize")
+LOAD_KEYS = ("model", "backend", "device", "load_quantize")  # Settings attributes a new model load follows
 
 T = TypeVar("T")
 
@@ -386,6 +386,8 @@ class DraftServer(LanguageServer):
             "error": self.error,
             "model": engine.loaded.spec.name if engine else self.settings.model,
             "backend": engine.backend.name if engine else self.settings.backend,
+            # What the backend's weights are (`quantize: auto` resolved); torch runs float32.
+            "quantize": engine.loaded.info.get("quantize", "none") if engine else self.settings.load_quantize,
             "device": self.device or self.settings.device,
             "positionEncoding": self.encoding(),
             "settings": self.settings.to_wire(),

@@ -253,7 +253,7 @@ def resolve_backend(backend: str, device: str = "cpu", quantize: str = "none") -
     installed (faster than torch on the CPUs measured); else torch."""
     if backend != "auto":
         return backend
-    if quantize == "none" and device in ("auto", "cuda") and torch.cuda.is_available():
+    if quantize in ("none", "auto") and device in ("auto", "cuda") and torch.cuda.is_available():
         return "torch"
     from models import onnx_backend
 
@@ -312,13 +312,16 @@ def onnx_cuts(loaded: LoadedModel) -> list[int]:
 def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
             progress: Callable[[str], None] = lambda s: None, bind: bool | None = None,
             attention: str | None = None) -> LoadedModel:
-    """The same model on ONNX Runtime: exported once per model, quantization, attention (by
-    default the device's) and ORT version (a few seconds; `draftls export-onnx` does it ahead
+    """The same model on ONNX Runtime (`quantize` auto: `quantize_for`): exported once per
+    model, quantization, attention (by default the device's) and ORT version (a few seconds; `draftls export-onnx` does it ahead
     of time), then loaded from the cache."""
-    from models.onnx_backend import OnnxBackend, attention_for
+    from models.onnx_backend import OnnxBackend, attention_for, quantize_for
     from models.onnx_export import export, export_dir, is_complete
 
     t0 = time.perf_counter()
+    if quantize == "auto":
+        quantize = quantize_for(quantize, device)
+        log.info("quantize auto: %s", "int8 (this CPU has AVX-512 VNNI)" if quantize == "int8" else "float32")
     assert isinstance(loaded.backend, TorchBackend)
     model = loaded.backend.model
     torch_backend = loaded.backend

@@ -65,6 +65,26 @@ def providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def fast_int8(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """True on CPUs with AVX-512 VNNI, where ONNX Runtime's 8-bit block products decode about
+    twice as fast as float32 and prefill no slower (BENCHMARKS.md, issue 8). On the AVX2 CPU
+    measured, int8 decoded faster too but prefilled a third slower, so float32 stays there."""
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:  # no /proc (macOS, Windows): not measured, so float32
+        return False
+    return "avx512_vnni" in flags.split()
+
+
+def quantize_for(quantize: str, device: str) -> str:
+    """The weights that `quantize: auto` means: int8 (Q8_0 blocks, no exact match lost on the
+    dev set) where ONNX Runtime runs on a CPU with fast int8 products, else float32."""
+    if quantize != "auto":
+        return quantize
+    return "int8" if not _on_cuda(device) and fast_int8() else "none"
+
+
 def attention_for(device: str) -> str:
     """The export's attention for a device (models/onnx_export.py): plain operators where the
     CUDA provider will run the graphs, GroupQueryAttention on the CPU."""

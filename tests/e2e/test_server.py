@@ -127,7 +127,8 @@ async def test_model_loads_with_progress_and_init_options_apply(ls_tiny: Languag
     assert s["model"] == "tiny" and s["backend"] == resolve_backend("auto") and s["device"] == "cpu"
     assert s["settings"]["maxNewTokens"] == 12 and s["settings"]["drafts"] == 3
     kinds = [[type(v).__name__ for v in values] for values in ls_tiny.progress_reports.values()]
-    assert ["WorkDoneProgressBegin", "WorkDoneProgressEnd"] in kinds
+    # Begin ... End; reports between them where the load has steps to show (a first ONNX export).
+    assert any(k[0] == "WorkDoneProgressBegin" and k[-1] == "WorkDoneProgressEnd" for k in kinds), kinds
     assert any("bogusSetting" in m.message for m in ls_tiny.log_messages)
 
 

@@ -19,7 +19,7 @@ const {
 const DEFAULTS = {
   model: 'smollm2-135m',
   backend: 'auto',
-  quantize: 'none',
+  quantize: 'auto',
   device: 'auto',
   drafts: 3,
   decoder: 'greedy',

@@ -24,3 +24,12 @@ def test_bad_values_fall_back_to_defaults_with_a_warning() -> None:
 def test_floats_and_integral_floats() -> None:
     s, warnings = Settings.from_dict({"drafts": 2.0, "temperature": 1})
     assert s.drafts == 2 and isinstance(s.drafts, int) and s.temperature == 1.0 and not warnings
+
+
+def test_speculation_loads_float32_where_quantize_is_auto() -> None:
+    """int8's activation rounding differs between a one-token step and a verify pass, so
+    speculation asks for float32 unless the user set the weights; `auto` goes on to the loader."""
+    assert Settings().load_quantize == "auto"
+    assert Settings(speculative=True).load_quantize == "none"
+    assert Settings(speculative=True, quantize="int8").load_quantize == "int8"
+    assert Settings(quantize="int4").load_quantize == "int4"

@@ -330,6 +330,41 @@ def test_backend_auto_is_onnx_runtime_where_installed_else_torch(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_fast_int8_reads_the_cpus_flags(tmp_path: Path) -> None:
+    """AVX-512 VNNI in /proc/cpuinfo's flags, as a whole word; no file means no."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16\n")
+    assert onnx_backend.fast_int8(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx_vnni avx512f\n")
+    assert not onnx_backend.fast_int8(info)
+    assert not onnx_backend.fast_int8(tmp_path / "missing")
+
+
+def test_quantize_auto_is_int8_on_a_cpu_with_fast_int8_products(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default `quantize: auto` exports and runs Q8_0 blocks where the CPU has AVX-512
+    VNNI, float32 elsewhere and on ONNX Runtime's CUDA provider; a value set is kept."""
+    assert Settings().quantize == "auto"
+    _private_exports(monkeypatch, tmp_path)
+    monkeypatch.setattr(onnx_backend, "fast_int8", lambda: True)
+    fast = load_model("tiny", backend="onnx", quantize="auto")
+    assert fast.info["quantize"] == "int8"
+    meta = json.loads((Path(str(fast.info["onnx_dir"])) / "export.json").read_text())
+    assert meta["quantize"] == "int8"
+    assert onnx_backend.quantize_for("none", "cpu") == "none"
+    assert onnx_backend.quantize_for("int4", "cpu") == "int4"
+    monkeypatch.setattr(onnx_backend, "_on_cuda", lambda device: True)
+    assert onnx_backend.quantize_for("auto", "cuda") == "none"
+    monkeypatch.undo()
+    _private_exports(monkeypatch, tmp_path)
+    monkeypatch.setattr(onnx_backend, "fast_int8", lambda: False)
+    plain = load_model("tiny", backend="onnx", quantize="auto")
+    assert plain.info["quantize"] == "none"
+    ids = torch.tensor([plain.tokenizer.encode(CODE)])
+    # Different weights: the int8 export is not the float32 one under another name.
+    assert not torch.equal(fast.backend.prefill(ids), plain.backend.prefill(ids))
+
+
 def test_torch_keeps_one_thread_beside_onnx_runtime_on_the_cpu(tiny_pair: tuple[LoadedModel, OnnxBackend]) -> None:
     """ONNX Runtime's pool threads spin on the cores after a run; torch work split over two
     threads then waits for a core (models/threads.py). torch has one thread while ONNX
@@ -361,6 +396,7 @@ def test_backend_auto_is_torch_on_a_gpu_unless_quantized(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_backend("auto", "auto") == "torch" and resolve_backend("auto", "cuda") == "torch"
+    assert resolve_backend("auto", "cuda", "auto") == "torch"  # the default quantize asks for nothing
     assert resolve_backend("auto", "cpu") == "onnx"
     assert resolve_backend("auto", "cuda", "int4") == "onnx"
     assert resolve_backend("onnx", "cuda") == "onnx"
