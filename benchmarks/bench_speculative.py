@@ -1,6 +1,7 @@
 """Self-speculative decoding against plain greedy: ms per generated token, and identical output.
 
     .venv/bin/python benchmarks/bench_speculative.py [--cases 40] [--tokens 32] [--monitors] [--backend torch|onnx]
+        [--plain-quantize auto|int8|int4]   # plain decoding on other ONNX weights (speculation stays float32)
 
 Takes every k-th case of the dev set (both kinds), and decodes one greedy draft of up to
 `--tokens` tokens in block mode with no time budget, plain and speculative, one after the
@@ -44,6 +45,9 @@ def main() -> None:
     p.add_argument("--monitors", action="store_true")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="both decoders on this backend (onnx: ONNX Runtime float32 on the CPU)")
+    p.add_argument("--plain-quantize", default="none",
+                   help="with --backend onnx: plain decoding's weights (auto: the default's); its drafts then "
+                        "come from other weights, so `identical` no longer tests losslessness")
     args = p.parse_args()
     cases, _ = load_cases((ROOT / "benchmarks" / "devset.jsonl").read_text().splitlines())
     step = max(1, len(cases) // args.cases)
@@ -51,7 +55,8 @@ def main() -> None:
     loaded = load_model(backend=args.backend)
     engine = Engine(loaded)
     engine.ngram_table(wait=True)  # built (or read from the cache) before timing starts
-    engines = {"plain": Engine(load_model(backend=args.backend)) if args.backend == "onnx" else engine,
+    plain = load_model(backend=args.backend, quantize=args.plain_quantize) if args.backend == "onnx" else None
+    engines = {"plain": Engine(plain) if plain is not None else engine,
                "spec": engine}
     ws = ROOT / "benchmarks" / "workspace"
     wire = {"drafts": 1, "maxNewTokens": args.tokens, "timeBudgetMs": 600_000, "mode": "block",
@@ -83,14 +88,16 @@ def main() -> None:
     mpt = {k: ms[k] / max(1, tokens[k]) for k in ms}
     cfg = engine.spec_cfg
     print(f"Command: `.venv/bin/python benchmarks/bench_speculative.py --cases {args.cases} --tokens {args.tokens}"
-          f"{' --monitors' if args.monitors else ''}{' --backend onnx' if args.backend == 'onnx' else ''}`  ")
+          f"{' --monitors' if args.monitors else ''}{' --backend onnx' if args.backend == 'onnx' else ''}"
+          f"{f' --plain-quantize {args.plain_quantize}' if plain is not None and args.plain_quantize != 'none' else ''}`  ")
     print(f"Machine: {machine()}  ")
     print(f"Date: {datetime.date.today().isoformat()}. Model: {loaded.spec.name} on {loaded.backend.name}, exit heads at layers "
           f"{loaded.info.get('exit_heads')}; monitors {'on' if args.monitors else 'off'}.\n")
     print("| decoder | tokens | decode ms/token | ratio to plain | identical drafts | verify passes | drafted | "
           "accepted | acceptance | tokens per pass |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| plain greedy | {tokens['plain']} | {mpt['plain']:.1f} | 1.00x | - | {tokens['plain']} | - | - | - | 1.00 |")
+    weights = f" ({plain.info['quantize']})" if plain is not None and plain.info["quantize"] != "none" else ""
+    print(f"| plain greedy{weights} | {tokens['plain']} | {mpt['plain']:.1f} | 1.00x | - | {tokens['plain']} | - | - | - | 1.00 |")
     rounds = max(1, counters["rounds"])
     print(f"| speculative | {tokens['spec']} | {mpt['spec']:.1f} | {mpt['plain'] / mpt['spec']:.2f}x faster | "
           f"{same} / {len(cases)} | {counters['rounds']} | {counters['drafted']} | {counters['accepted']} | "
