@@ -313,8 +313,8 @@ def to_onnx(loaded: LoadedModel, device: str = "auto", quantize: str = "none",
             progress: Callable[[str], None] = lambda s: None, bind: bool | None = None,
             attention: str | None = None) -> LoadedModel:
     """The same model on ONNX Runtime (`quantize` auto: `quantize_for`): exported once per
-    model, quantization, attention (by default the device's) and ORT version (a few seconds; `draftls export-onnx` does it ahead
-    of time), then loaded from the cache."""
+    model, quantization, attention (by default the device's) and ORT version (a few seconds;
+    `draftls export-onnx` does it ahead of time), then loaded from the cache."""
     from models.onnx_backend import OnnxBackend, attention_for, quantize_for
     from models.onnx_export import export, export_dir, is_complete
 
