@@ -154,7 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from models.loading import cache_root, load_model, model_key, onnx_cuts
-    from models.onnx_backend import attention_for, available
+    from models.onnx_backend import attention_for, available, quantize_for
     from models.onnx_export import export, export_dir
 
     if not available():
@@ -162,9 +162,10 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         return 2
     loaded = load_model(args.model)
     attention = attention_for(args.device)
-    out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), args.quantize, attention)
+    quantize = quantize_for(args.quantize, args.device)  # auto: what backend onnx will load here
+    out = Path(args.out) if args.out else export_dir(cache_root(), model_key(loaded), quantize, attention)
     t0 = time.perf_counter()
-    export(loaded.backend.model, out, args.quantize, onnx_cuts(loaded),  # type: ignore[attr-defined]
+    export(loaded.backend.model, out, quantize, onnx_cuts(loaded),  # type: ignore[attr-defined]
            progress=lambda m: print(f"draftls: {m}", file=sys.stderr), attention=attention)
     print(f"draftls: exported in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     print(out)
@@ -199,8 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_batch)
     e = sub.add_parser("export-onnx", help="export a model to ONNX Runtime graphs ahead of time (else on first use)")
     e.add_argument("--model", help="model name, local HF directory, .gguf file or hub id (default smollm2-135m)")
-    e.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
-                   help="none (float32), int8 (Q8_0 blocks) or int4 (Q4_1 blocks, LM head Q8_0)")
+    e.add_argument("--quantize", choices=["auto", "none", "int8", "int4"], default="auto",
+                   help="auto (default: what `quantize: auto` loads on this machine), none (float32), int8 (Q8_0 "
+                        "blocks) or int4 (Q4_1 blocks, LM head Q8_0)")
     e.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto",
                    help="where backend onnx will run it: the CPU's graphs use GroupQueryAttention, CUDA's plain "
                         "attention (default auto)")

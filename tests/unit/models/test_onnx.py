@@ -472,7 +472,8 @@ def test_default_model_on_the_cuda_provider_gives_the_cpu_drafts(smol: LoadedMod
 
 def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """`draftls export-onnx` ahead of time: the first use of backend onnx finds it and exports nothing."""
+    """`draftls export-onnx` ahead of time: the first use of backend onnx with the default
+    settings (`quantize: auto`, whatever it means on this CPU) finds it and exports nothing."""
     from lsp.cli import main
 
     _private_exports(monkeypatch, tmp_path)
@@ -480,6 +481,6 @@ def test_export_command_writes_what_backend_onnx_then_loads(tmp_path: Path, monk
     folder = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert folder.is_relative_to(tmp_path) and (folder / "head.onnx").is_file()
     stamp = (folder / "export.json").stat().st_mtime_ns
-    loaded = load_model("tiny", backend="onnx")
+    loaded = load_model("tiny", backend="onnx", quantize=Settings().load_quantize)
     assert Path(str(loaded.info["onnx_dir"])) == folder
     assert (folder / "export.json").stat().st_mtime_ns == stamp
