@@ -35,7 +35,10 @@ function statusSummary(status) {
   if (!status || typeof status !== 'object') return `draftls: ${state}`;
   const parts = [];
   if (status.model) {
-    const where = [status.backend, status.device].filter((x) => typeof x === 'string' && x).join('/');
+    // The weights where they are not float32 ("onnx int8"): `quantize: auto` picks them per CPU.
+    const weights = typeof status.quantize === 'string' && status.quantize !== 'none' ? status.quantize : null;
+    const backend = [status.backend, weights].filter((x) => typeof x === 'string' && x).join(' ');
+    const where = [backend, status.device].filter((x) => typeof x === 'string' && x).join('/');
     parts.push(where ? `${status.model} on ${where}` : `${status.model}`);
   }
   if (typeof status.requests === 'number') {

@@ -178,6 +178,9 @@ def test_real_model_completes_os_path_join(tmp_path: Path) -> None:
     # :DraftlsStatus, and the acceptance was counted.
     assert any(m.startswith("draftls: ready") for m in r["messages"]), explain(r)
     final = r["status_final"]
+    # The backend and its weights, as the server reports them (int8 where `quantize: auto` picks it).
+    weights = f" {final['quantize']}" if final.get("quantize") not in (None, "none") else ""
+    assert any(f"({final['backend']}{weights}/" in m for m in r["messages"]), explain(r)
     assert final["state"] == "ready" and final["accepted"] >= 1 and final["requests"] >= 1, explain(r)
 
 

@@ -42,6 +42,12 @@ test('summary: model, backend, device, counts, acceptance and latency', () => {
   );
 });
 
+test('summary: the weights after the backend where they are quantized', () => {
+  const int8 = { ...READY, backend: 'onnx', quantize: 'int8' };
+  assert.match(statusSummary(int8), /^draftls ready: smollm2-135m on onnx int8\/cpu; /);
+  assert.match(statusSummary({ ...int8, quantize: 'none' }), /^draftls ready: smollm2-135m on onnx\/cpu; /);
+});
+
 test('summary: nulls before the first request, and the error when failed', () => {
   const fresh = { ...READY, state: 'loading', requests: 0, shown: 0, accepted: 0, acceptance: null, latency_ms: { p50: null, p90: null } };
   assert.equal(statusSummary(fresh), 'draftls loading: smollm2-135m on torch/cpu; 0 requests, 0 shown, 0 accepted');

@@ -94,9 +94,14 @@ end
 function M.format_status(s)
   local parts = { ("draftls: %s"):format(tostring(s.state)) }
   if s.model then
+    local backend = s.backend
+    -- The weights where they are not float32 ("onnx int8"): `quantize: auto` picks them per CPU.
+    if type(backend) == "string" and type(s.quantize) == "string" and s.quantize ~= "none" then
+      backend = backend .. " " .. s.quantize
+    end
     local where = table.concat(vim.tbl_filter(function(x)
       return x ~= nil and x ~= vim.NIL
-    end, { s.backend, s.device }), "/")
+    end, { backend, s.device }), "/")
     table.insert(parts, ("model %s%s"):format(s.model, where ~= "" and (" (" .. where .. ")") or ""))
   end
   if s.error and s.error ~= vim.NIL and s.error ~= "" then
