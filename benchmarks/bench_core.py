@@ -33,6 +33,7 @@ from decoding.engine import CompletionRequest, Engine  # noqa: E402
 from decoding.settings import Settings  # noqa: E402
 from models import threads as torch_threads  # noqa: E402
 from models.loading import load_model  # noqa: E402
+from models.onnx_backend import fast_int8  # noqa: E402
 
 LOAD_SNIPPET = (
     "import time; t0 = time.perf_counter(); from models.loading import load_model; t1 = time.perf_counter(); "
@@ -49,6 +50,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
+    if fast_int8():  # what `quantize: auto` runs depends on it
+        cpu += ", AVX-512 VNNI"
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__} "
             f"({torch_threads.configured()} threads), Python {platform.python_version()}")
