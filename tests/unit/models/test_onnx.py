@@ -330,6 +330,20 @@ def test_backend_auto_is_onnx_runtime_where_installed_else_torch(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_speculation_on_quantized_weights_says_it_is_not_lossless(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A verify pass rounds int8 activations otherwise than a step: said once, on float32 never."""
+    _private_exports(monkeypatch, tmp_path)
+    s = Settings.from_dict({"drafts": 1, "maxNewTokens": 6, "speculative": True, "monitors": False})[0]
+    for quantize, said in (("none", 0), ("int8", 1)):
+        engine = Engine(load_model("tiny", backend="onnx", quantize=quantize))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            for _ in range(2):
+                engine.complete(CompletionRequest(CODE, len(CODE), None, None, s))
+        assert sum("not exactly plain decoding's output" in r.getMessage() for r in caplog.records) == said
+
+
 def test_fast_int8_reads_the_cpus_flags(tmp_path: Path) -> None:
     """AVX-512 VNNI in /proc/cpuinfo's flags, as a whole word; no file means no."""
     info = tmp_path / "cpuinfo"
