@@ -16,7 +16,8 @@ class Settings:
 
     model: str = "smollm2-135m"
     backend: Literal["auto", "torch", "onnx"] = "auto"  # auto: torch on a CUDA GPU (CUDA graphs), else ONNX Runtime where installed
-    quantize: Literal["auto", "none", "int8", "int4"] = "auto"  # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py); auto: int8 on CPUs with AVX-512 VNNI, else float32
+    # ONNX weights: float32, Q8_0 or Q4_1 blocks (models/quantize.py); auto: int8 with AVX-512 VNNI, else float32
+    quantize: Literal["auto", "none", "int8", "int4"] = "auto"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     drafts: int = 3
     decoder: Literal["greedy", "sampling", "superposed"] = "greedy"
