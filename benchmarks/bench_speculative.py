@@ -96,7 +96,7 @@ def main() -> None:
     print("| decoder | tokens | decode ms/token | ratio to plain | identical drafts | verify passes | drafted | "
           "accepted | acceptance | tokens per pass |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    weights = f" ({plain.info['quantize']})" if plain is not None and plain.info["quantize"] != "none" else ""
+    weights = f" ({plain.quantize})" if plain is not None and plain.quantize != "none" else ""
     print(f"| plain greedy{weights} | {tokens['plain']} | {mpt['plain']:.1f} | 1.00x | - | {tokens['plain']} | - | - | - | 1.00 |")
     rounds = max(1, counters["rounds"])
     print(f"| speculative | {tokens['spec']} | {mpt['spec']:.1f} | {mpt['plain'] / mpt['spec']:.2f}x faster | "

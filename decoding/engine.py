@@ -205,10 +205,10 @@ class Engine:
         drafts: list[Draft] = []
         sampled = s.decoder == "sampling"
         speculate = s.speculative and not sampled and self.spec_cfg is not None
-        if speculate and self.loaded.info.get("quantize", "none") != "none" and not self._said_quantized:
+        if speculate and self.loaded.quantize != "none" and not self._said_quantized:
             self._said_quantized = True  # quantized activations round differently in a verify pass (README)
             log.warning("speculative decoding on %s weights is not exactly plain decoding's output; "
-                        "quantize none (or auto) keeps it lossless", self.loaded.info["quantize"])
+                        "quantize none (or auto) keeps it lossless", self.loaded.quantize)
         # Speculation is lossless and early exit is not: with both on, speculation wins.
         exiting = s.early_exit and not speculate and self.exit_cfg is not None
         uncertain = s.uncertain_threshold if s.stop_on_uncertain else 0.0

@@ -83,8 +83,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(json.dumps({"drafts": drafts, "timings": timings}, indent=2, ensure_ascii=False))
         return 0
     line_start = text.rfind("\n", 0, offset) + 1
-    quantize = str(loaded.info.get("quantize", settings.load_quantize))
-    quant = {"none": "float32"}.get(quantize, quantize)
+    quant = {"none": "float32"}.get(loaded.quantize, loaded.quantize)
     backend = loaded.backend.name + (f" {quant}" if loaded.backend.name == "onnx" else "")
     print(f"{path}:{args.line}:{args.character}  model {loaded.spec.name} ({loaded.source}), backend {backend}")
     print(f"  cursor: {text[line_start:offset]!r}|")

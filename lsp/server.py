@@ -387,7 +387,7 @@ class DraftServer(LanguageServer):
             "model": engine.loaded.spec.name if engine else self.settings.model,
             "backend": engine.backend.name if engine else self.settings.backend,
             # What the backend's weights are (`quantize: auto` resolved); torch runs float32.
-            "quantize": engine.loaded.info.get("quantize", "none") if engine else self.settings.load_quantize,
+            "quantize": engine.loaded.quantize if engine else self.settings.load_quantize,
             "device": self.device or self.settings.device,
             "positionEncoding": self.encoding(),
             "settings": self.settings.to_wire(),

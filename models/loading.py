@@ -52,6 +52,11 @@ class LoadedModel:
     source: str  # "cache", "gguf", "hf-dir", "hub" or "tiny"
     info: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def quantize(self) -> str:
+        """The weights the backend runs: "none" (float32, as torch always runs), "int8" or "int4"."""
+        return str(self.info.get("quantize", "none"))
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
