@@ -60,7 +60,7 @@ def main() -> None:
     args = p.parse_args()
     cases, _ = load_cases(args.cases.read_text(encoding="utf-8").splitlines())
     by_id = {c.id: c for c in cases}
-    analysis = Analysis(timeout=120)
+    analysis = Analysis(timeout=120, dynamic_params=True)  # all that jedi can know
     ws = args.workspace.resolve()
     print("| config | drafts | names checked | top draft names a missing attribute | any draft does "
           "| missing names / checked | monitor ms / decode ms |")

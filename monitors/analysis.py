@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -33,8 +34,9 @@ CACHE_SIZE = 512  # answers kept (names or signatures; keyed by digests of the c
 HUNG_S = 30.0  # a query running longer than this has hung jedi: later ones get a fresh thread
 MAX_INFLIGHT = 32  # queries queued or running at once; past it, monitors step aside
 PROJECTS = 8  # jedi projects kept, one per workspace (or folder of a file outside any)
-STATE_TTL_S = 30.0  # a workspace's shared inference state is rebuilt after this (files on disk change)
-STATE_QUERIES = 256  # ... or after this many queries: its caches only grow
+STATE_CHECK_S = 1.0  # how often a shared state looks whether the modules it read changed on disk
+STATE_TTL_S = 600.0  # ... and it is rebuilt after this in any case (a new file may answer a failed import)
+STATE_QUERIES = 512  # ... or after this many queries: its caches grow (about 0.16 MB a query)
 
 
 @dataclass
@@ -93,8 +95,14 @@ class Signature:
 class Analysis:
     """Answers "which names may follow here" with jedi; thread-safe, shared by all requests."""
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT_S, environment: str = "interpreter"):
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT_S, environment: str = "interpreter",
+                 dynamic_params: bool = False):
         self.timeout = timeout
+        # jedi's dynamic parameter search infers an unannotated parameter from the calls of its
+        # function found in the workspace. For the monitors it cost a fifth of jedi's time
+        # (profile, dev set) and changed no identifier match on 251 dev and held-out cases
+        # (BENCHMARKS.md). Without it such a parameter is unknown: the monitor steps aside.
+        self.dynamic_params = dynamic_params
         self.stats = AnalysisStats()
         self._environment_kind = environment
         self._environment = None
@@ -263,6 +271,7 @@ class Analysis:
         root, project = self._project(workspace, path)
         script = jedi.Script(code=code, path=path, project=project, environment=self._env())
         self._share_state(script, root)
+        script._inference_state.do_dynamic_params_search = self.dynamic_params
         return script, line, column
 
     def _share_state(self, script: Any, root: str) -> None:
@@ -271,14 +280,16 @@ class Analysis:
         jedi gives every Script a fresh inference state, so each query infers the receiver's
         class, its bases and the modules they come from all over again: most of a query's
         time. The other modules' files do not change between keystrokes, so a state is kept
-        per workspace, for STATE_TTL_S or until `invalidate`. The document itself is parsed
+        per workspace until a module it read changes on disk, or `invalidate`, or STATE_TTL_S.
+        Not on a short timer: a new state makes the next query infer the package anew (a
+        second for networkx), which a request then waits for. The document itself is parsed
         anew by each Script, and its module replaces the older one in the state's module
         cache; only another module that imports the document, inferred in an earlier query,
         keeps the version it saw then until the state is renewed.
         """
         state = self._states.by_root.get(root)
         if (state is None or state.epoch != self._epoch or state.queries >= STATE_QUERIES
-                or time.monotonic() - state.born > STATE_TTL_S):
+                or time.monotonic() - state.born > STATE_TTL_S or state.changed_on_disk()):
             state = self._states.by_root[root] = _State(script._inference_state, time.monotonic(), self._epoch)
             while len(self._states.by_root) > PROJECTS:
                 self._states.by_root.pop(next(iter(self._states.by_root)))
@@ -377,9 +388,36 @@ class _State:
     """A jedi inference state shared by the queries of one workspace."""
 
     inference: Any
-    born: float
+    born: float  # time.monotonic()
     epoch: int
     queries: int = 0
+    wall: float = field(default_factory=time.time)  # born, as file times count
+    checked: float = field(default_factory=time.monotonic)  # the last look at the files
+
+    def changed_on_disk(self) -> bool:
+        """Whether a module file this state has read was written after the state was made
+        (at most one look per STATE_CHECK_S: a stat per module, about 1 ms for 120)."""
+        now = time.monotonic()
+        if now - self.checked < STATE_CHECK_S:
+            return False
+        self.checked = now
+        modules = getattr(getattr(self.inference, "module_cache", None), "_name_cache", None)
+        if modules is None:  # another jedi: fall back to a timer
+            return now - self.born > 30.0
+        wall = time.time()
+        for values in list(modules.values()):
+            for value in values:
+                path = getattr(getattr(value, "file_io", None), "path", None)
+                if path is None:
+                    continue
+                try:
+                    mtime = os.stat(path).st_mtime
+                except OSError:  # an unsaved document, or a module gone: nothing to re-read
+                    continue
+                # A file dated in the future cannot be judged; it would renew every look.
+                if self.wall < mtime <= wall:
+                    return True
+        return False
 
 
 class _States(threading.local):
@@ -387,6 +425,18 @@ class _States(threading.local):
 
     def __init__(self) -> None:
         self.by_root: dict[str, _State] = {}
+
+
+def closing(draft: str) -> str:
+    """The closing brackets for those that `draft` (text a model wrote after the cursor) opened
+    and left open, to put between a query's point and the rest of the document.
+
+    Without them, the rest of the file sits inside the draft's open bracket: parso's diff
+    parser parses it all again, and jedi sees the code that follows as arguments. With them
+    the monitors waited half as long for signatures on a held-out sample, with the same
+    drafts (BENCHMARKS.md).
+    """
+    return _closers(draft)
 
 
 def _closers(text: str) -> str:

@@ -30,8 +30,9 @@ def test_a_shared_state_gives_the_same_names_as_a_fresh_one_per_query(monkeypatc
     source = Path(argparse.__file__).read_text()
     points = _points(source, 12)
     assert len(points) == 12
-    shared = Analysis(timeout=60)
-    fresh = Analysis(timeout=60)
+    # Dynamic parameter search on: more inference for the shared state to get wrong.
+    shared = Analysis(timeout=60, dynamic_params=True)
+    fresh = Analysis(timeout=60, dynamic_params=True)
     monkeypatch.setattr(fresh, "_share_state", lambda script, root: None)
     path, ws = str(tmp_path / "argparse_copy.py"), str(tmp_path)
     answered = 0
@@ -52,9 +53,10 @@ def _workspace(tmp_path: Path, attrs: list[str]) -> None:
     (tmp_path / "shapes.py").write_text(f"class Shape:\n    def __init__(self):\n{body}")
 
 
-def test_saved_files_are_seen_after_invalidate_or_once_the_state_is_old(monkeypatch: pytest.MonkeyPatch,
+def test_saved_files_are_seen_after_invalidate_or_once_changed_on_disk(monkeypatch: pytest.MonkeyPatch,
                                                                         tmp_path: Path) -> None:
     _workspace(tmp_path, ["width"])
+    monkeypatch.setattr(analysis_mod, "STATE_CHECK_S", 3600.0)
     a = Analysis(timeout=60)
     path, ws = str(tmp_path / "main.py"), str(tmp_path)
 
@@ -66,12 +68,34 @@ def test_saved_files_are_seen_after_invalidate_or_once_the_state_is_old(monkeypa
 
     assert "width" in names(0)
     _workspace(tmp_path, ["width", "height"])  # another module saved
-    assert "height" not in names(1)  # the state still holds the module as it was
+    assert "height" not in names(1)  # until it looks, the state holds the module as it was
     a.invalidate()  # what the server does on didSave
     assert {"width", "height"} <= names(2)
-    _workspace(tmp_path, ["width", "height", "depth"])
-    monkeypatch.setattr(analysis_mod, "STATE_TTL_S", 0.0)  # a state this old is rebuilt without a save
-    assert "depth" in names(3)
+    state = _states(a)[str(tmp_path)].inference
+    monkeypatch.setattr(analysis_mod, "STATE_CHECK_S", 0.0)
+    assert "depth" not in names(3) and _states(a)[str(tmp_path)].inference is state  # nothing changed: kept
+    _workspace(tmp_path, ["width", "height", "depth"])  # written by another program: no didSave
+    assert "depth" in names(4)
+    assert _states(a)[str(tmp_path)].inference is not state
+
+
+def test_a_file_dated_in_the_future_does_not_renew_the_state_every_query(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    import os
+    import time
+
+    _workspace(tmp_path, ["width"])
+    future = time.time() + 3600
+    os.utime(tmp_path / "shapes.py", (future, future))
+    monkeypatch.setattr(analysis_mod, "STATE_CHECK_S", 0.0)
+    a = Analysis(timeout=60)
+    path, ws = str(tmp_path / "main.py"), str(tmp_path)
+    seen = []
+    for i in range(3):
+        code = f"import shapes\nn = {i}\nshapes.Shape()."
+        assert "width" in (a.names(code, len(code), path, ws) or ())
+        seen.append(_states(a)[ws].inference)
+    assert seen[0] is seen[1] is seen[2]
 
 
 def test_a_state_is_rebuilt_after_its_query_budget(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,3 +132,12 @@ def test_a_state_is_dropped_after_jedi_raises(monkeypatch: pytest.MonkeyPatch) -
     names = a.names(code, len(code), None, None)
     assert names is not None and "path" in names
     assert _states(a)["."].inference is not first
+
+
+def test_parameters_are_not_inferred_from_their_calls_unless_asked() -> None:
+    """jedi's dynamic parameter search is off for the monitors (cost), on for the name checker."""
+    code = "def shout(word):\n    return word.\n\nshout('hi')\n"
+    offset = code.index("word.") + len("word.")
+    assert Analysis(timeout=60).names(code, offset, None, None) is None  # unknown: the monitor steps aside
+    names = Analysis(timeout=60, dynamic_params=True).names(code, offset, None, None)
+    assert names is not None and {"upper", "startswith"} <= names
