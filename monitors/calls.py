@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from monitors.analysis import Analysis, Signature
+from monitors.analysis import Analysis, Signature, closing
 from monitors.base import roll_back
 from monitors.names import MonitorStats
 from monitors.syntax import LexState, closing_tables, initial_state
@@ -242,8 +242,9 @@ class CallMonitor:
                 for j in range(len(frames) - 1):
                     frames[j] = replace(frames[j], cur=frames[j].cur + ch)
             if code and byte == ord("(") and lex.depth == depth + 1 and self._is_call(piece[:k]):
-                text = self._before + (bytes(self._out) + piece[: k + 1]).decode("utf-8", "ignore")
-                query = _Query(text + self._after, len(text))
+                draft = (bytes(self._out) + piece[: k + 1]).decode("utf-8", "ignore")
+                text = self._before + draft
+                query = _Query(text + closing(draft) + self._after, len(text))
                 frames.append(_Frame(lex.depth, query))
                 self.stats.triggers += 1
         self._out += piece

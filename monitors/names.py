@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from monitors.affinity import preferred
-from monitors.analysis import Analysis, WaitBudget
+from monitors.analysis import Analysis, WaitBudget, closing
 from monitors.base import roll_back
 from monitors.syntax import LexState, initial_state
 from monitors.vocab import VocabIndex
@@ -283,14 +283,15 @@ class NameMonitor:
         """A token that carries the dot and the start of the name (`._`, `.__`): check it after the fact."""
         if step.lex.mode != "code" or b"." not in piece:
             return step
-        text = self._before + bytes(self._out).decode("utf-8", "ignore")
+        draft = bytes(self._out).decode("utf-8", "ignore")
+        text = self._before + draft
         m = _MID_WORD.search(text[-_TAIL:])
         if m is None or len(m.group(1).encode()) >= len(piece):
             return step  # the dot is not in this token
         self.stats.triggers += 1
         dot = len(text) - len(m.group(1))
-        names = self._analysis.names(text + self._after, dot, self._path, self._workspace, self._deadline,
-                                     self.stats.wait)
+        names = self._analysis.names(text + closing(draft) + self._after, dot, self._path, self._workspace,
+                                     self._deadline, self.stats.wait)
         typed = m.group(1).encode("utf-8")
         valid = [n.encode("utf-8") for n in (names or ())]
         if not any(n.startswith(typed) for n in valid):
@@ -316,8 +317,9 @@ class NameMonitor:
             lead = "" if m.group(1) else " "
         else:
             return None
-        text = self._before + bytes(self._out).decode("utf-8", "ignore") + lead
-        return text + self._after, len(text), lead
+        draft = bytes(self._out).decode("utf-8", "ignore") + lead
+        text = self._before + draft
+        return text + closing(draft) + self._after, len(text), lead
 
     def _trigger(self, step: _Step, piece: bytes = b"") -> _Step:
         """The step with a name constraint if the text now ends at a trigger in code."""

@@ -145,3 +145,34 @@ def test_verdict_with_overloads() -> None:
     v = verdict((two,), (b"a=1",), b" 2")
     assert v is not None and v.close == "no"  # `b` is positional-only and not yet given
     assert verdict((two,), (b"*xs",), b"") is None
+
+
+def test_queries_close_the_brackets_the_draft_left_open(smol_index: VocabIndex, analysis: Analysis,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Otherwise the rest of the file sits inside the draft's bracket: parso parses it all again."""
+    asked: list[tuple[str, int]] = []
+    real = analysis.signatures
+
+    def spy(code: str, offset: int, *args: object, **kwargs: object) -> object:
+        asked.append((code, offset))
+        return real(code, offset, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "signatures", spy)
+    before, after = "import json\n\ntext = json.", "\nprint(text)\n"
+    m = monitor(smol_index, analysis, before, after)
+    feed(m, smol_index, b"dumps", b"(")
+    assert allows(m, smol_index, b"sorted") and not allows(m, smol_index, b")")
+    feed(m, smol_index, b"sorted", b"(")
+    assert not allows(m, smol_index, b")")  # sorted() lacks its iterable: the inner call was asked
+    assert asked == [(before + "dumps()" + after, len(before) + len("dumps(")),
+                     (before + "dumps(sorted())" + after, len(before) + len("dumps(sorted("))]
+
+
+def test_closing_counts_only_the_drafts_own_open_brackets() -> None:
+    from monitors.analysis import closing
+
+    assert closing("f(a, [b, {c: (") == ")}])"
+    assert closing("x) + g(") == ")"  # the first `)` closes a bracket of the document
+    assert closing("f('(', \"[\"") == ")"  # brackets in strings do not count
+    assert closing("f(x) # (") == ""
+    assert closing("a.b.") == ""

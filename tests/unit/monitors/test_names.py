@@ -312,3 +312,22 @@ def test_a_name_that_a_late_jedi_answer_shows_missing_is_not_shown(smol_index: V
     assert shown(b"join", b"(", b"os", b".", b"get", doc="import os\n\nw = os.path.") == "join(os"
     assert shown(b"join", b"(", b"os", b".", doc="import os\n\nv = os.path.") == "join(os"
     assert late.stats.timeouts >= 4
+
+
+def test_a_dereference_inside_a_drafted_call_is_asked_with_the_call_closed(smol_index: VocabIndex,
+                                                                           analysis: Analysis,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    real = analysis.names
+
+    def spy(code: str, *args: object, **kwargs: object) -> object:
+        asked.append(code)
+        return real(code, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "names", spy)
+    before, after = "import os\n\nx = ", "\nprint(x)\n"
+    m = monitor(smol_index, analysis, before, after)
+    feed(m, smol_index, b"len", b"(", b"os", b".")
+    mask = m.allowed()
+    assert mask is not None and mask[ids(smol_index, b"environ")[0]] and not mask[ids(smol_index, b"xyz")[0]]
+    assert asked[-1] == before + "len(os.)" + after
