@@ -99,9 +99,10 @@ class Analysis:
                  dynamic_params: bool = False):
         self.timeout = timeout
         # jedi's dynamic parameter search infers an unannotated parameter from the calls of its
-        # function found in the workspace. For the monitors it cost a fifth of jedi's time
-        # (profile, dev set) and changed no identifier match on 251 dev and held-out cases
-        # (BENCHMARKS.md). Without it such a parameter is unknown: the monitor steps aside.
+        # function found in the workspace: a fifth of jedi's time (profile, dev set). Queries
+        # started ahead (`prefetch`: the cursor's own, while the model reads the prompt) use it;
+        # the ones a draft waits for do not, unless `dynamic_params`. Without it such a
+        # parameter is unknown there and the monitor steps aside (BENCHMARKS.md).
         self.dynamic_params = dynamic_params
         self.stats = AnalysisStats()
         self._environment_kind = environment
@@ -133,11 +134,12 @@ class Analysis:
 
     def prefetch(self, code: str, offset: int, path: str | None, workspace: str | None,
                  kind: str = "names") -> None:
-        """Start the query now (e.g. while the model reads the prompt); `names` picks it up."""
-        self._submit(self._key(kind, code, offset, path, workspace), code, offset, path, workspace)
+        """Start the query now (e.g. while the model reads the prompt); `names` picks it up. Nobody
+        waits for it yet, so jedi may search harder (dynamic parameters)."""
+        self._submit(self._key(kind, code, offset, path, workspace), code, offset, path, workspace, dynamic=True)
 
     def _submit(self, key: tuple[str, ...], code: str, offset: int, path: str | None,
-                workspace: str | None) -> Future[Result | None] | None:
+                workspace: str | None, dynamic: bool = False) -> Future[Result | None] | None:
         with self._lock:
             if key in self._cache:
                 return None
@@ -161,14 +163,16 @@ class Analysis:
                 return fut
             self.stats.queries += 1
             run = self._complete if key[0] == "names" else self._signatures
-            job = self._inflight[key] = self._jedi.submit(self._timed, run, code, offset, path, workspace)
+            job = self._inflight[key] = self._jedi.submit(self._timed, run, dynamic or self.dynamic_params,
+                                                          code, offset, path, workspace)
             epoch = self._epoch
         # Outside the lock: a job that is already done runs the callback right here.
         job.add_done_callback(lambda j: self._finish(key, j, epoch))
         return job
 
-    def _timed(self, run: Any, *args: Any) -> Result | None:
+    def _timed(self, run: Any, dynamic: bool, *args: Any) -> Result | None:
         self._running_since = time.monotonic()
+        self._states.dynamic = dynamic
         try:
             return run(*args)
         except Exception:
@@ -271,7 +275,7 @@ class Analysis:
         root, project = self._project(workspace, path)
         script = jedi.Script(code=code, path=path, project=project, environment=self._env())
         self._share_state(script, root)
-        script._inference_state.do_dynamic_params_search = self.dynamic_params
+        script._inference_state.do_dynamic_params_search = self._states.dynamic
         return script, line, column
 
     def _share_state(self, script: Any, root: str) -> None:
@@ -370,6 +374,7 @@ class Analysis:
     def warm(self, code: str, path: str | None, workspace: str | None) -> Future[None]:
         """Parse a document and infer its imports in the background (the first query is the slow one)."""
         def run() -> None:
+            self._states.dynamic = True  # reading ahead: nobody waits
             try:
                 script, _, _ = self._script(code, 0, path, workspace)
                 # Inferring the imports is what the first real query would spend its time on.
@@ -425,6 +430,7 @@ class _States(threading.local):
 
     def __init__(self) -> None:
         self.by_root: dict[str, _State] = {}
+        self.dynamic = False  # the running query may search parameters dynamically
 
 
 def closing(draft: str) -> str:

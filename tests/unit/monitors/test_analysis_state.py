@@ -134,10 +134,15 @@ def test_a_state_is_dropped_after_jedi_raises(monkeypatch: pytest.MonkeyPatch) -
     assert _states(a)["."].inference is not first
 
 
-def test_parameters_are_not_inferred_from_their_calls_unless_asked() -> None:
-    """jedi's dynamic parameter search is off for the monitors (cost), on for the name checker."""
+def test_parameters_are_inferred_from_their_calls_only_where_nobody_waits() -> None:
+    """jedi's dynamic parameter search: on for the cursor's query started ahead (and for the
+    name checker), off for the queries a draft waits for (cost)."""
     code = "def shout(word):\n    return word.\n\nshout('hi')\n"
     offset = code.index("word.") + len("word.")
     assert Analysis(timeout=60).names(code, offset, None, None) is None  # unknown: the monitor steps aside
+    ahead = Analysis(timeout=60)
+    ahead.prefetch(code, offset, None, None)
+    names = ahead.names(code, offset, None, None)  # picks up the prefetched answer
+    assert names is not None and {"upper", "startswith"} <= names
     names = Analysis(timeout=60, dynamic_params=True).names(code, offset, None, None)
     assert names is not None and {"upper", "startswith"} <= names
