@@ -310,7 +310,7 @@ class Analysis:
         if not names:
             # The bracket trick (monitors4codegen): unclosed brackets before the cursor can
             # make jedi give up; close them right after the cursor and ask again.
-            closers = _closers(code[max(0, offset - 4000) : offset])
+            closers = closing(code[max(0, offset - 4000) : offset])
             if closers:
                 script, _, _ = self._script(code[:offset] + closers + "\n" + code[offset:], offset, path, workspace)
                 names = frozenset(c.name for c in script.complete(line, column) if c.name)
@@ -433,20 +433,16 @@ class _States(threading.local):
         self.dynamic = False  # the running query may search parameters dynamically
 
 
-def closing(draft: str) -> str:
-    """The closing brackets for those that `draft` (text a model wrote after the cursor) opened
-    and left open, to put between a query's point and the rest of the document.
+def closing(text: str) -> str:
+    """Closing brackets for the brackets left open in `text` (strings and comments skipped,
+    roughly; a bracket that `text` closes without opening starts the count over).
 
-    Without them, the rest of the file sits inside the draft's open bracket: parso's diff
-    parser parses it all again, and jedi sees the code that follows as arguments. With them
-    the monitors waited half as long for signatures on a held-out sample, with the same
-    drafts (BENCHMARKS.md).
+    Monitors put them after the point of a query in the middle of a draft, for the brackets
+    the draft opened: otherwise the rest of the file sits inside them, parso's diff parser
+    parses it all again, and jedi reads the code that follows as arguments. With them the
+    monitors waited half as long for signatures on a held-out sample, with the same drafts
+    (BENCHMARKS.md).
     """
-    return _closers(draft)
-
-
-def _closers(text: str) -> str:
-    """Closing brackets for the brackets left open in `text` (strings and comments skipped, roughly)."""
     stack: list[str] = []
     pairs = {"(": ")", "[": "]", "{": "}"}
     quote = ""
