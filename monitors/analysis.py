@@ -163,16 +163,15 @@ class Analysis:
                 return fut
             self.stats.queries += 1
             run = self._complete if key[0] == "names" else self._signatures
-            job = self._inflight[key] = self._jedi.submit(self._timed, run, dynamic or self.dynamic_params,
-                                                          code, offset, path, workspace)
+            job = self._inflight[key] = self._jedi.submit(self._timed, run, code, offset, path, workspace,
+                                                          dynamic or self.dynamic_params)
             epoch = self._epoch
         # Outside the lock: a job that is already done runs the callback right here.
         job.add_done_callback(lambda j: self._finish(key, j, epoch))
         return job
 
-    def _timed(self, run: Any, dynamic: bool, *args: Any) -> Result | None:
+    def _timed(self, run: Any, *args: Any) -> Result | None:
         self._running_since = time.monotonic()
-        self._states.dynamic = dynamic
         try:
             return run(*args)
         except Exception:
@@ -266,8 +265,10 @@ class Analysis:
             self._cache.clear()
             self._distinct.clear()
 
-    def _script(self, code: str, offset: int, path: str | None, workspace: str | None) -> tuple[object, int, int]:
-        """A jedi Script of `code`, and `offset` as jedi's (1-based line, column)."""
+    def _script(self, code: str, offset: int, path: str | None, workspace: str | None,
+                dynamic: bool) -> tuple[object, int, int]:
+        """A jedi Script of `code`, and `offset` as jedi's (1-based line, column); `dynamic`: may
+        it infer parameters from their calls (see `__init__`)."""
         import jedi
 
         line = code.count("\n", 0, offset) + 1
@@ -275,7 +276,7 @@ class Analysis:
         root, project = self._project(workspace, path)
         script = jedi.Script(code=code, path=path, project=project, environment=self._env())
         self._share_state(script, root)
-        script._inference_state.do_dynamic_params_search = self._states.dynamic
+        script._inference_state.do_dynamic_params_search = dynamic
         return script, line, column
 
     def _share_state(self, script: Any, root: str) -> None:
@@ -292,9 +293,8 @@ class Analysis:
         keeps the version it saw then until the state is renewed.
         """
         state = self._states.by_root.get(root)
-        if (state is None or state.epoch != self._epoch or state.queries >= STATE_QUERIES
-                or time.monotonic() - state.born > STATE_TTL_S or state.changed_on_disk()):
-            state = self._states.by_root[root] = _State(script._inference_state, time.monotonic(), self._epoch)
+        if state is None or state.stale(self._epoch):
+            state = self._states.by_root[root] = _State(script._inference_state, self._epoch)
             while len(self._states.by_root) > PROJECTS:
                 self._states.by_root.pop(next(iter(self._states.by_root)))
         else:
@@ -303,16 +303,18 @@ class Analysis:
             state.inference.inferred_element_counts = {}
         state.queries += 1
 
-    def _complete(self, code: str, offset: int, path: str | None, workspace: str | None) -> frozenset[str] | None:
+    def _complete(self, code: str, offset: int, path: str | None, workspace: str | None,
+                  dynamic: bool) -> frozenset[str] | None:
         """Runs on the jedi thread."""
-        script, line, column = self._script(code, offset, path, workspace)
+        script, line, column = self._script(code, offset, path, workspace, dynamic)
         names = frozenset(c.name for c in script.complete(line, column) if c.name)
         if not names:
             # The bracket trick (monitors4codegen): unclosed brackets before the cursor can
             # make jedi give up; close them right after the cursor and ask again.
             closers = closing(code[max(0, offset - 4000) : offset])
             if closers:
-                script, _, _ = self._script(code[:offset] + closers + "\n" + code[offset:], offset, path, workspace)
+                script, _, _ = self._script(code[:offset] + closers + "\n" + code[offset:], offset, path, workspace,
+                                            dynamic)
                 names = frozenset(c.name for c in script.complete(line, column) if c.name)
         if not names:
             self.stats.empty += 1
@@ -326,10 +328,10 @@ class Analysis:
             return None
         return names
 
-    def _signatures(self, code: str, offset: int, path: str | None,
-                    workspace: str | None) -> tuple[Signature, ...] | None:
+    def _signatures(self, code: str, offset: int, path: str | None, workspace: str | None,
+                    dynamic: bool) -> tuple[Signature, ...] | None:
         """Runs on the jedi thread."""
-        script, line, column = self._script(code, offset, path, workspace)
+        script, line, column = self._script(code, offset, path, workspace, dynamic)
         found = []
         for sig in script.get_signatures(line, column):
             if sig.type == "class" and not sig.params:
@@ -374,9 +376,8 @@ class Analysis:
     def warm(self, code: str, path: str | None, workspace: str | None) -> Future[None]:
         """Parse a document and infer its imports in the background (the first query is the slow one)."""
         def run() -> None:
-            self._states.dynamic = True  # reading ahead: nobody waits
             try:
-                script, _, _ = self._script(code, 0, path, workspace)
+                script, _, _ = self._script(code, 0, path, workspace, dynamic=True)  # reading ahead: nobody waits
                 # Inferring the imports is what the first real query would spend its time on.
                 for name in script.get_names():
                     if name.type == "module" or name.description.startswith(("import ", "from ")):
@@ -393,13 +394,19 @@ class _State:
     """A jedi inference state shared by the queries of one workspace."""
 
     inference: Any
-    born: float  # time.monotonic()
-    epoch: int
+    epoch: int  # Analysis._epoch when it was made
     queries: int = 0
+    born: float = field(default_factory=time.monotonic)
     wall: float = field(default_factory=time.time)  # born, as file times count
     checked: float = field(default_factory=time.monotonic)  # the last look at the files
 
-    def changed_on_disk(self) -> bool:
+    def stale(self, epoch: int) -> bool:
+        """Whether to make a new state: files were saved since (`epoch`), it is old or has
+        answered many queries, or a module it read changed on disk."""
+        return (self.epoch != epoch or self.queries >= STATE_QUERIES
+                or time.monotonic() - self.born > STATE_TTL_S or self._changed_on_disk())
+
+    def _changed_on_disk(self) -> bool:
         """Whether a module file this state has read was written after the state was made
         (at most one look per STATE_CHECK_S: a stat per module, about 1 ms for 120)."""
         now = time.monotonic()
@@ -430,7 +437,6 @@ class _States(threading.local):
 
     def __init__(self) -> None:
         self.by_root: dict[str, _State] = {}
-        self.dynamic = False  # the running query may search parameters dynamically
 
 
 def closing(text: str) -> str:
