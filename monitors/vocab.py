@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # Masks kept per index by default. A mask is V bytes (48 KiB for SmolLM2's 49152 tokens),
 # so 256 masks cost at most about 12 MiB.
 DEFAULT_CACHE_SIZE = 256
+NAME_SETS = 64  # name sets kept sorted (`_sorted_names`): a request meets a few
 
 # SentencePiece byte-fallback tokens: "<0x0A>" stands for the single byte 0x0A.
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -384,6 +385,7 @@ class VocabIndex:
         self._cache_size = cache_size
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()  # the server may decode on several threads
+        self._names_sorted: OrderedDict[frozenset[str | bytes], tuple[list[bytes], frozenset[bytes]]] = OrderedDict()
         self.build_seconds: float = time.perf_counter() - t0
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -498,16 +500,33 @@ class VocabIndex:
     def _name_rests(self, names: Iterable[str | bytes], typed: bytes) -> tuple[set[bytes], bool]:
         """Return what remains of each name that starts with `typed`, and whether `typed`
         already goes past a name with a break byte."""
+        ordered, members = self._sorted_names(names)
         n = len(typed)
-        rests: set[bytes] = set()
-        beyond = False
-        for name in names:
-            name = _as_bytes(name)
-            if name.startswith(typed):
-                rests.add(name[n:])
-            elif len(name) < n and typed.startswith(name) and typed[len(name)] in BREAK_BYTES:
-                beyond = True
+        lo = bisect.bisect_left(ordered, typed)
+        upper = _successor(typed)
+        hi = len(ordered) if upper is None else bisect.bisect_left(ordered, upper, lo)
+        rests = {name[n:] for name in ordered[lo:hi]}
+        beyond = any(typed[k] in BREAK_BYTES and typed[:k] in members for k in range(n))
         return rests, beyond
+
+    def _sorted_names(self, names: Iterable[str | bytes]) -> tuple[list[bytes], frozenset[bytes]]:
+        """`names` as bytes, sorted (for the range that starts with what is typed) and as a set.
+
+        A monitor passes the same frozenset at every step of a name: sorted once, the names
+        that go on from `typed` are a bisection away instead of a pass over all of them."""
+        key = names if isinstance(names, frozenset) else frozenset(names)
+        with self._lock:
+            found = self._names_sorted.get(key)
+            if found is not None:
+                self._names_sorted.move_to_end(key)
+                return found
+        members = frozenset(_as_bytes(n) for n in key)
+        found = (sorted(members), members)
+        with self._lock:
+            self._names_sorted[key] = found
+            while len(self._names_sorted) > NAME_SETS:
+                self._names_sorted.popitem(last=False)
+        return found
 
     def _prefix_ids(self, rests: Iterable[bytes]) -> list[int]:
         """Ids of the non-empty tokens that are a prefix of one of `rests` (may repeat)."""
