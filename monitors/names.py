@@ -50,6 +50,7 @@ class MonitorStats:
     constrained: int = 0  # tokens chosen under a name constraint
     stepped_aside: int = 0  # triggers where jedi could not decide
     violations: int = 0  # accepted tokens the constraint did not allow (another decoder path)
+    reused: int = 0  # triggers answered by the same receiver's names earlier on the line (no jedi query)
     ms: float = 0.0  # time in this monitor (jedi waits included)
     names: list[str] = field(default_factory=list)  # names completed under a constraint
     wait: WaitBudget = field(default_factory=WaitBudget)  # jedi waits left to this request
@@ -66,6 +67,10 @@ class _Step:
 
 
 _RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
+# Text between two uses of a receiver on one line that may bind a name again, or narrow its
+# type for jedi: an assignment (keyword arguments too), a walrus, a loop or comprehension
+# variable, `as`, a lambda's parameters, `del`, an isinstance check, or a second statement.
+_REBINDS = re.compile(r"(?<![=!<>])=(?!=)|:=|;|\b(?:for|as|lambda|del|import|global|nonlocal|isinstance)\b")
 
 
 def seen_attributes(code: str, offset: int) -> frozenset[str]:
@@ -101,6 +106,8 @@ class NameMonitor:
         self._out = bytearray()
         self._steps: list[_Step] = []
         self._pending = False
+        # Receiver text -> (offset of its dot, hash of the text up to it, jedi's names there).
+        self._answers: dict[str, tuple[int, int, frozenset[str]]] = {}
         if _init:
             t0 = time.perf_counter()
             self._steps.append(_Step(0, lex if lex is not None else initial_state(before), None))
@@ -261,6 +268,7 @@ class NameMonitor:
                             affinity=self._affinity, _init=False)
         other._out = bytearray(self._out)
         other._steps = list(self._steps)
+        other._answers = dict(self._answers)
         return other
 
     def _mid_word(self, step: _Step) -> _Step:
@@ -321,6 +329,26 @@ class NameMonitor:
         text = self._before + draft
         return text + closing(draft) + self._after, len(text), lead
 
+    def _remember(self, code: str, offset: int, names: frozenset[str]) -> None:
+        """Keep jedi's answer after `receiver.` for the same receiver later on the line."""
+        m = _RECEIVER.search(code, max(0, offset - _TAIL), offset)
+        if m is not None:
+            self._answers[m.group(1)] = (offset, hash(code[:offset]), names)
+
+    def _same_line(self, code: str, offset: int) -> frozenset[str] | None:
+        """The names jedi gave for this receiver earlier on this line of the draft
+        (`T.Keyword, T.Name, T.`), when nothing in between can have rebound it; else None."""
+        m = _RECEIVER.search(code, max(0, offset - _TAIL), offset)
+        found = self._answers.get(m.group(1)) if m is not None else None
+        if found is None:
+            return None
+        earlier, digest, names = found
+        between = code[earlier:m.start()]
+        if earlier >= offset or "\n" in between or _REBINDS.search(between) or hash(code[:earlier]) != digest:
+            return None
+        self.stats.reused += 1
+        return names
+
     def _trigger(self, step: _Step, piece: bytes = b"") -> _Step:
         """The step with a name constraint if the text now ends at a trigger in code."""
         q = self._query(step)
@@ -328,7 +356,11 @@ class NameMonitor:
             return self._inside_piece(step, piece) if piece else step
         self.stats.triggers += 1
         code, offset, lead = q
-        names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline, self.stats.wait)
+        names = None if lead else self._same_line(code, offset)
+        if names is None:
+            names = self._analysis.names(code, offset, self._path, self._workspace, self._deadline, self.stats.wait)
+            if names and not lead:
+                self._remember(code, offset, names)
         if _RELATIVE.search(code[max(0, offset - 64) : offset].encode("utf-8", "surrogatepass")):
             parent = self._analysis.names(code[:offset] + "." + code[offset:], offset + 1, self._path,
                                           self._workspace, self._deadline, self.stats.wait)

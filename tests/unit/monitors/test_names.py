@@ -331,3 +331,32 @@ def test_a_dereference_inside_a_drafted_call_is_asked_with_the_call_closed(smol_
     mask = m.allowed()
     assert mask is not None and mask[ids(smol_index, b"environ")[0]] and not mask[ids(smol_index, b"xyz")[0]]
     assert asked[-1] == before + "len(os.)" + after
+
+
+def test_a_receiver_met_again_on_the_line_reuses_its_names_unless_rebound(smol_index: VocabIndex,
+                                                                          analysis: Analysis,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[str] = []
+    real = analysis.names
+
+    def spy(code: str, offset: int, *args: object, **kwargs: object) -> object:
+        asked.append(code[:offset])
+        return real(code, offset, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "names", spy)
+    m = monitor(smol_index, analysis, "import os\n\nx = (os.path.")
+    assert m.allowed() is not None
+    feed(m, smol_index, b"join", b",", b" os", b".", b"path", b".")
+    # `os.` was asked; the second `os.path.` was not: the names are the first one's.
+    assert [a[-8:] for a in asked] == ["os.path.", "oin, os."]
+    mask = m.allowed()
+    assert mask is not None and mask[ids(smol_index, b"join")[0]] and not mask[ids(smol_index, b"xyz")[0]]
+    assert m.stats.reused == 1
+
+    # An assignment in between (here a keyword argument) may bind the name anew: ask again.
+    asked.clear()
+    m = monitor(smol_index, analysis, "import os\n\nx = f(os.path.")
+    assert m.allowed() is not None
+    feed(m, smol_index, b"join", b",", b" a", b"=", b"os", b".", b"path", b".")
+    assert m.allowed() is not None
+    assert [a[-10:] for a in asked] == ["f(os.path.", "oin, a=os.", "a=os.path."] and m.stats.reused == 0
