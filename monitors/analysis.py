@@ -30,7 +30,7 @@ Result = Any  # frozenset[str] for names, tuple[Signature, ...] for signatures
 Key = tuple[str, int, int, int, str, str]  # (kind, hash of the code, its length, offset, path, workspace)
 
 DEFAULT_TIMEOUT_S = 2.5
-CACHE_SIZE = 512  # answers kept (names or signatures; keyed by digests of the code around the point)
+CACHE_SIZE = 512  # answers kept (names or signatures; keyed by a hash of the code and the point)
 HUNG_S = 30.0  # a query running longer than this has hung jedi: later ones get a fresh thread
 MAX_INFLIGHT = 32  # queries queued or running at once; past it, monitors step aside
 PROJECTS = 8  # jedi projects kept, one per workspace (or folder of a file outside any)
