@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # so 256 masks cost at most about 12 MiB.
 DEFAULT_CACHE_SIZE = 256
 NAME_SETS = 64  # name sets kept sorted (`_sorted_names`): a request meets a few
+RESTS = 1 << 15  # name rests whose tokens are kept (`_rest_tokens`)
 
 # SentencePiece byte-fallback tokens: "<0x0A>" stands for the single byte 0x0A.
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -386,6 +387,7 @@ class VocabIndex:
         self._cache: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()  # the server may decode on several threads
         self._names_sorted: OrderedDict[frozenset[str | bytes], tuple[list[bytes], frozenset[bytes]]] = OrderedDict()
+        self._rests: dict[bytes, tuple[tuple[int, ...], tuple[tuple[int, int], ...]]] = {}
         self.build_seconds: float = time.perf_counter() - t0
 
     def token_bytes(self, token_id: int) -> bytes:
@@ -530,37 +532,52 @@ class VocabIndex:
 
     def _prefix_ids(self, rests: Iterable[bytes]) -> list[int]:
         """Ids of the non-empty tokens that are a prefix of one of `rests` (may repeat)."""
-        get = self._by_bytes.get
         ids: list[int] = []
         for rest in rests:
-            for k in range(1, min(len(rest), self._max_len) + 1):
-                found = get(rest[:k])
-                if found is not None:
-                    ids.extend(found)
+            ids.extend(self._rest_tokens(rest)[0])
         return ids
 
     def _completion_slices(self, rests: Iterable[bytes], beyond: bool) -> list[tuple[int, int]]:
         """Slices of the byte order holding the tokens `rest + break byte + anything`."""
-        keys = self._keys
         if beyond:
-            return [(0, len(keys))]
+            return [(0, len(self._keys))]
         out: list[tuple[int, int]] = []
         for rest in rests:
-            if not rest:
-                out.extend(self._break_start)  # `typed` is a whole name: a break must come next
-                continue
+            out.extend(self._rest_tokens(rest)[1] if rest else self._break_start)
+        return out
+
+    def _rest_tokens(self, rest: bytes) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """For what remains of a name: the ids of the tokens that are a prefix of it, and the
+        slices of the byte order holding `rest + break byte + anything` (for a non-empty rest).
+
+        Kept per rest: the first mask after each dot covers every name of the object (about
+        1 ms for os's 454), and the same names come back on other objects (dunders, the
+        methods of a base class) and in later requests."""
+        found = self._rests.get(rest)
+        if found is not None:
+            return found
+        get, keys = self._by_bytes.get, self._keys
+        ids: list[int] = []
+        for k in range(1, min(len(rest), self._max_len) + 1):
+            if (hit := get(rest[:k])) is not None:
+                ids.extend(hit)
+        slices: list[tuple[int, int]] = []
+        if rest:
             lo, hi = self._range(rest)
-            found = self._by_bytes.get(rest)
-            if found is not None:
-                lo += len(found)  # `rest` itself sorts first; only longer tokens can go on
+            if (hit := get(rest)) is not None:
+                lo += len(hit)  # `rest` itself sorts first; only longer tokens can go on
             for lower, upper in _BREAK_BOUNDS:
                 if lo >= hi:
                     break
                 a = bisect.bisect_left(keys, rest + lower, lo, hi)
                 lo = bisect.bisect_left(keys, rest + upper, a, hi)
                 if lo > a:
-                    out.append((a, lo))
-        return out
+                    slices.append((a, lo))
+        found = (tuple(ids), tuple(slices))
+        if len(self._rests) >= RESTS:
+            self._rests.clear()  # rarely: a long session's worth of names
+        self._rests[rest] = found
+        return found
 
     def _completion_mask(self, rests: set[bytes], beyond: bool) -> torch.Tensor:
         """The mask [V] of the tokens `rest + break byte + anything` (see _completion_slices)."""
