@@ -96,6 +96,7 @@ class NameMonitor:
         self._index = index
         self._analysis = analysis
         self._before = before  # the document before the point where generation starts
+        self._before_tail = before[-_TAIL:].encode("utf-8", "surrogatepass")  # for the trigger checks, per token
         self._after = after  # the document after the cursor
         self._path = path
         self._workspace = workspace
@@ -312,7 +313,7 @@ class NameMonitor:
         is the space the names are generated with."""
         if step.lex.mode != "code":
             return None  # strings and comments are free text
-        tail = (self._before[-_TAIL:].encode("utf-8", "surrogatepass") + bytes(self._out))[-_TAIL:]
+        tail = (self._before_tail + bytes(self._out))[-_TAIL:]
         lead = ""
         if _RELATIVE.search(tail):
             pass
