@@ -67,6 +67,7 @@ class _Step:
 
 
 _RECEIVER = re.compile(r"((?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*)\.\Z")
+_WORD_OR_DOT = re.compile(r"[\w.]")
 # Text between two uses of a receiver on one line that may bind a name again, or narrow its
 # type for jedi: an assignment (keyword arguments too), a walrus, a loop or comprehension
 # variable, `as`, a lambda's parameters, `del`, an isinstance check, or a second statement.
@@ -82,8 +83,12 @@ def seen_attributes(code: str, offset: int) -> frozenset[str]:
     m = _RECEIVER.search(code, max(0, offset - 200), offset)
     if m is None:
         return frozenset()
-    use = re.compile(r"(?<![\w.])" + re.escape(m.group(1)) + r"\.([A-Za-z_]\w*)")
-    return frozenset(u.group(1) for u in use.finditer(code) if u.start() != m.start())
+    # The receiver must not go on a longer name or chain (`xself.a`, `a.self.b`). Checked per
+    # match rather than by a lookbehind, which keeps re from searching for the literal text
+    # first: 7x slower over a 100 KB file.
+    use = re.compile(re.escape(m.group(1)) + r"\.([A-Za-z_]\w*)")
+    return frozenset(u.group(1) for u in use.finditer(code)
+                     if u.start() != m.start() and not (u.start() and _WORD_OR_DOT.match(code, u.start() - 1)))
 
 
 class NameMonitor:

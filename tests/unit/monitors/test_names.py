@@ -360,3 +360,12 @@ def test_a_receiver_met_again_on_the_line_reuses_its_names_unless_rebound(smol_i
     feed(m, smol_index, b"join", b",", b" a", b"=", b"os", b".", b"path", b".")
     assert m.allowed() is not None
     assert [a[-10:] for a in asked] == ["f(os.path.", "oin, a=os.", "a=os.path."] and m.stats.reused == 0
+
+
+def test_seen_attributes_are_the_receivers_own_uses_only() -> None:
+    from monitors.names import seen_attributes
+
+    code = "xself.a = a.self.b + self.c\nf(self.d, éself.e, self_.f)\nz = self."
+    assert seen_attributes(code, len(code)) == {"c", "d"}
+    assert seen_attributes("self.x\nself.", len("self.x\nself.")) == {"x"}  # at the very start too
+    assert seen_attributes("y = 1 + ", 8) == frozenset()  # no receiver before the point
