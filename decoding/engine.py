@@ -385,11 +385,10 @@ class Engine:
             lex = initial_state(before)
             syntax = SyntaxMonitor(self.vocab, lex)
             stats.ms += (time.perf_counter() - t0) * 1000
-            with self.analysis.batched():  # jedi starts once they are all set up (see `batched`)
-                names = NameMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
-                                    deadline, stats, lex=lex, heal=prompt.heal, affinity=req.settings.name_affinity)
-                calls = CallMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
-                                    deadline, stats, lex=lex)
+            names = NameMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
+                                deadline, stats, lex=lex, heal=prompt.heal, affinity=req.settings.name_affinity)
+            calls = CallMonitor(self.vocab, self.analysis, before, prompt.suffix, req.path, req.workspace,
+                                deadline, stats, lex=lex)
             monitors += [syntax, names, calls]
         except Exception:  # analysis must never cost the suggestion itself
             log.exception("monitors unavailable for this request")

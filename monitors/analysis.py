@@ -16,10 +16,8 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +117,6 @@ class Analysis:
         self._running_since: float | None = None  # when the jedi thread's current query started
         self._states = _States()  # per jedi thread: a hung thread left behind keeps its own
         self._epoch = 0  # bumped by `invalidate`: older shared states are dropped
-        self._held = threading.local()  # `batched`: prefetch queries held back, per thread
 
     @property
     def cache_size(self) -> int:
@@ -138,29 +135,9 @@ class Analysis:
 
     def prefetch(self, code: str, offset: int, path: str | None, workspace: str | None,
                  kind: str = "names") -> None:
-        """Start the query now (e.g. while the model reads the prompt), or when the `batched`
-        block around it ends; `names` picks it up. Nobody waits for it yet, so jedi may search
-        harder (dynamic parameters)."""
-        key = self._key(kind, code, offset, path, workspace)
-        held = getattr(self._held, "queries", None)
-        if held is not None:
-            held.append((key, code, offset, path, workspace))
-        else:
-            self._submit(key, code, offset, path, workspace, dynamic=True)
-
-    @contextmanager
-    def batched(self) -> Iterator[None]:
-        """Hold back the `prefetch` queries of this thread until the block ends. Started at
-        once, a query has the jedi thread take the GIL while this one still sets up the other
-        monitors, which then waits for it in slices of the switch interval (5 ms)."""
-        held: list[tuple[Key, str, int, str | None, str | None]] = []
-        self._held.queries = held
-        try:
-            yield
-        finally:
-            self._held.queries = None
-            for key, code, offset, path, workspace in held:
-                self._submit(key, code, offset, path, workspace, dynamic=True)
+        """Start the query now (e.g. while the model reads the prompt); `names` picks it up. Nobody
+        waits for it yet, so jedi may search harder (dynamic parameters)."""
+        self._submit(self._key(kind, code, offset, path, workspace), code, offset, path, workspace, dynamic=True)
 
     def _submit(self, key: Key, code: str, offset: int, path: str | None,
                 workspace: str | None, dynamic: bool = False) -> Future[Result | None] | None:

@@ -146,18 +146,3 @@ def test_parameters_are_inferred_from_their_calls_only_where_nobody_waits() -> N
     assert names is not None and {"upper", "startswith"} <= names
     names = Analysis(timeout=60, dynamic_params=True).names(code, offset, None, None)
     assert names is not None and {"upper", "startswith"} <= names
-
-
-def test_batched_prefetches_start_when_the_block_ends() -> None:
-    an = Analysis(timeout=60)
-    code = "import os\nos.path.\n"
-    offset = code.index("path.") + len("path.")
-    with an.batched():
-        an.prefetch(code, offset, None, None)
-        an.prefetch(code, offset, None, None, kind="signatures")
-        assert an.stats.queries == 0 and an.answered(code, offset, None, None) is None
-    assert an.stats.queries == 2  # both started, in order, once the block ended
-    names = an.names(code, offset, None, None)
-    assert names is not None and "join" in names and an.stats.queries == 2  # the held query's answer
-    an.prefetch(code, 0, None, None)  # outside a block: at once
-    assert an.stats.queries == 3
