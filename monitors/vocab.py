@@ -543,6 +543,7 @@ class VocabIndex:
             return [(0, len(self._keys))]
         out: list[tuple[int, int]] = []
         for rest in rests:
+            # An empty rest: `typed` is a whole name, so a break must come next.
             out.extend(self._rest_tokens(rest)[1] if rest else self._break_start)
         return out
 
