@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from decoding.engine import CompletionRequest, CompletionResult, Engine
 from decoding.metrics import CaseScore, score, summarize
 from decoding.settings import Settings
+from lsp import collector
 from lsp.positions import line_starts, to_offset
 
 REQUIRED: dict[str, type | tuple[type, ...]] = {
@@ -105,6 +106,18 @@ def case_result(case: Case, result: CompletionResult) -> tuple[dict[str, Any], C
     return record, s
 
 
+def _run_case(engine: Engine, case: Case, settings: Settings, workspace: Path,
+              complete: Callable[[CompletionRequest], CompletionResult], warm: bool) -> tuple[dict[str, Any], CaseScore]:
+    path = workspace / case.file
+    if warm:
+        # An editor opens a file before it asks for completions in it, and the server lets
+        # static analysis read it then (didOpen); so does batch mode, before the file's
+        # first case, outside its timing.
+        engine.analysis.warm(case.text, str(path), str(workspace)).result(timeout=60)
+    req = CompletionRequest(case.text, case.offset(), str(path), str(workspace), settings)
+    return case_result(case, complete(req))
+
+
 def run_batch(
     engine: Engine,
     cases: list[Case],
@@ -120,18 +133,16 @@ def run_batch(
     warm = complete is None and settings.monitors
     complete = complete or engine.complete
     by_kind: dict[str, list[tuple[CaseScore, dict[str, float]]]] = {}
-    for i, case in enumerate(tqdm(cases, desc="cases", unit="case", disable=not progress, file=sys.stderr)):
-        path = workspace / case.file
-        if warm and (i == 0 or cases[i - 1].file != case.file):
-            # An editor opens a file before it asks for completions in it, and the server lets
-            # static analysis read it then (didOpen); so does batch mode, before the file's
-            # first case, outside its timing.
-            engine.analysis.warm(case.text, str(path), str(workspace)).result(timeout=60)
-        req = CompletionRequest(case.text, case.offset(), str(path), str(workspace), settings)
-        record, s = case_result(case, complete(req))
-        if out is not None:
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        by_kind.setdefault(case.kind, []).append((s, record["timings"]))
+    with collector.installed():
+        for i, case in enumerate(tqdm(cases, desc="cases", unit="case", disable=not progress, file=sys.stderr)):
+            record, s = _run_case(engine, case, settings, workspace, complete,
+                                  warm and (i == 0 or cases[i - 1].file != case.file))
+            # Between cases, outside their timings, as the server does when the editor is quiet;
+            # recorded, so that the time is not hidden.
+            record["timings"]["idle_gc_ms"] = collector.idle()
+            if out is not None:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            by_kind.setdefault(case.kind, []).append((s, record["timings"]))
     summary: dict[str, dict[str, float]] = {}
     groups = {k: by_kind[k] for k in sorted(by_kind)}
     if by_kind:

@@ -30,6 +30,7 @@ from pygls.protocol import LanguageServerProtocol
 
 from decoding.engine import CompletionRequest, CompletionResult, Engine
 from decoding.settings import Settings
+from lsp import collector
 from lsp.documents import LspWorkspace
 from lsp.positions import Encoding, encoding_of, to_offset, to_position
 from monitors.analysis import Analysis
@@ -41,6 +42,7 @@ STATUS_COMMAND = "draftls.status"
 ACCEPTED_COMMAND = "draftls.accepted"
 SECTION = "draftls"
 # Settings that need the model loaded again when they change.
+IDLE_S = 2.0  # quiet time before a due full garbage collection runs (`lsp.collector`)
 LOAD_KEYS = ("model", "backend", "device", "load_quantize")  # Settings attributes a new model load follows
 
 T = TypeVar("T")
@@ -137,6 +139,8 @@ class DraftServer(LanguageServer):
         self.load_task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.exit_code = 0  # of the process; a client that just goes away is no error
+        self.last_done = time.monotonic()  # when the last completion ended (the idle collection waits)
+        self.tidying = False  # an idle collection is queued on the worker
 
     # -- messages -------------------------------------------------------------
 
@@ -312,7 +316,11 @@ class DraftServer(LanguageServer):
         def run() -> CompletionResult | None:
             if flag.is_set():  # superseded while queued
                 return None
-            result = engine.complete(req, flag.is_set)
+            try:
+                result = engine.complete(req, flag.is_set)
+            finally:
+                collector.after_request()
+                self.last_done = time.monotonic()
             if flag.is_set() and not result.timings.get("cancelled"):
                 self.stats.stale_decoded += 1  # stale before it ended, yet it ran to its end
             return result
@@ -336,6 +344,28 @@ class DraftServer(LanguageServer):
         if result.drafts:
             self.stats.answered += 1
         return text, offset, result
+
+    def tidy_when_idle(self) -> None:
+        """Every `IDLE_S`, while no completion runs or waits and none ended in the last
+        `IDLE_S`: a full garbage collection if one is due (`lsp.collector`), on the worker."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_later(IDLE_S, self.tidy_when_idle)
+        if self.tidying or self.pending or time.monotonic() - self.last_done < IDLE_S or not collector.active():
+            return
+        self.tidying = True
+
+        def run() -> None:
+            try:
+                collector.idle()
+            finally:
+                self.tidying = False
+
+        try:
+            self.worker.submit(run)
+        except RuntimeError:  # the worker is shut down: the server is exiting
+            self.tidying = False
 
     def _record_cancelled(self, job: asyncio.Future[CompletionResult | None]) -> None:
         self.stats.cancelled += 1
@@ -406,6 +436,8 @@ class DraftServer(LanguageServer):
             },
             "last": self.stats.last,
             "analysis": self.analysis.stats.as_dict(),
+            "gc": {"full": collector.stats.full, "ms": round(collector.stats.ms, 1),
+                   "frozen": collector.stats.frozen, "policy": collector.active()},
             "sizes": engine.sizes(self.settings) if engine else None,  # [current, limit] of each cache
             "lastCancelled": self.stats.last_cancelled,
         }
@@ -493,6 +525,8 @@ def create_server(base: Settings | None = None) -> DraftServer:
             await ls.pull_configuration()
         finally:
             ls.start_loading()
+            if ls.loop is not None:
+                ls.loop.call_later(IDLE_S, ls.tidy_when_idle)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     @guarded(lambda: None)
@@ -625,6 +659,7 @@ def serve(base: Settings, tcp: int | None = None, host: str = "127.0.0.1") -> No
     import sys
 
     server = create_server(base)
+    collector.install()  # full garbage collections when idle, not in a completion
     handler = ClientLogHandler(server)
     for name in ("draftls", "decoding", "models", "monitors", "lsp"):
         logging.getLogger(name).addHandler(handler)

@@ -146,6 +146,8 @@ async def test_inline_completion_gives_distinct_drafts_at_the_cursor(ls_tiny: La
         assert item.command is not None and item.command.command == "draftls.accepted"
     s = await status(ls_tiny)
     assert s["requests"] >= 1 and s["shown"] >= len(items) and s["latency_ms"]["p50"] > 0
+    # Full garbage collections wait for a quiet moment: after a completion, what lived is frozen.
+    assert s["gc"]["policy"] is True and s["gc"]["frozen"] > 0
 
 
 @pytest.mark.parametrize("decoder", ["superposed", "sampling"])

@@ -61,3 +61,45 @@ def test_settings_merge_flat_and_sectioned_and_ignore_non_objects() -> None:
     assert server.settings.model == "tiny"  # the command line's base stays
     assert server.settings.mode == "line"
     assert server.settings.drafts == 3  # the bad value fell back to the default
+
+
+def test_a_due_full_collection_runs_on_the_worker_only_once_requests_have_paused(monkeypatch) -> None:
+    import time
+    import weakref
+
+    from lsp import collector, server as server_mod
+
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    monkeypatch.setattr(server_mod, "IDLE_S", 0.05)
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        ls = DraftServer()
+        ls.loop = asyncio.get_running_loop()
+        node = Node()
+        alive = weakref.ref(node)
+        collector.after_request()
+        del node
+        kept = [[None] for _ in range(int(1.5 * (collector.stats.frozen + 1000)))]  # due: the heap grew
+        ls.pending["file:///a.py"] = object()  # a completion in flight: no collection
+        ls.last_done = time.monotonic()
+        ls.tidy_when_idle()
+        await asyncio.sleep(0.3)
+        during = alive() is not None
+        del ls.pending["file:///a.py"]
+        ls.last_done = time.monotonic()  # one just ended: the pause starts now
+        ls.tidy_when_idle()
+        just_after = alive() is not None
+        for _ in range(40):
+            await asyncio.sleep(0.05)
+            if alive() is None:
+                break
+        ls.worker.shutdown(wait=True)
+        del kept
+        return during, just_after, alive() is None
+
+    with collector.installed():
+        during, just_after, reclaimed = asyncio.run(scenario())
+    assert during and just_after and reclaimed
