@@ -35,6 +35,9 @@ _CALLEE_END = re.compile(rb"(?:[A-Za-z0-9_\x80-\xff]|[)\]])\s*\Z")
 _WORD_END = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
 # `def f(` and `class C(` open parameter and base lists, not calls.
 _DEFINITION = re.compile(rb"(?:^|\n)[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w+\s*(?:\[[^\n]*\])?\s*\Z")
+# Bytes that may open, close or split a call, and newlines (which end an unterminated string
+# and may drop the f-string fields it opened): a token without them takes the fast path.
+_FRAME_BYTES = re.compile(rb"[()\[\]{},\n]")
 _POSITIONAL = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
 _TAIL = 512  # bytes of context kept for the callee check
 
@@ -226,6 +229,14 @@ class CallMonitor:
             first = self._resolve(step.frames[0])
             step = replace(step, frames=(first,) + step.frames[1:] if first else step.frames[1:])
         lex, frames = step.lex, list(step.frames)
+        if _plain(piece, bool(frames)):
+            # Nothing that opens, closes or splits a call (most tokens): lex the token at once,
+            # and it joins every open call's current argument.
+            self._out += piece
+            self._steps.append(_Step(len(self._out), lex.feed(piece),
+                                     tuple(replace(f, cur=f.cur + piece) for f in frames)))
+            self.stats.ms += (time.perf_counter() - t0) * 1000
+            return
         for k, byte in enumerate(piece):
             ch = bytes([byte])
             depth, code = lex.depth, lex.in_code
@@ -295,6 +306,11 @@ class CallMonitor:
             return None
         split = _split(self._before[sigs[0].bracket + 1 :].encode("utf-8", "surrogatepass"))
         return replace(frame, args=split[0], cur=split[1]) if split else None
+
+
+def _plain(piece: bytes, in_call: bool) -> bool:
+    """Whether a token can neither open a call nor, inside one, close or split it."""
+    return not _FRAME_BYTES.search(piece) if in_call else b"(" not in piece
 
 
 def _split(data: bytes) -> tuple[tuple[bytes, ...], bytes] | None:

@@ -40,6 +40,8 @@ _RELATIVE = re.compile(rb"(?:^|\n)[ \t]*from[ \t]+\.+\Z")
 _MID_WORD = re.compile(r"(?:[\w)\]}'\"])\.(\w+)\Z")
 _NAME = re.compile(rb"[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*")
 _TAIL = 512  # bytes of context kept for trigger checks
+# The last byte of every trigger: the dot, the `t` of `import`, a blank or a comma after it.
+_TRIGGER_ENDS = frozenset(b". \t,t")
 
 
 @dataclass
@@ -244,10 +246,11 @@ class NameMonitor:
         if step.names is not None:
             self.stats.constrained += 1
             typed = step.typed + piece
-            if any(n.startswith(typed) for n in step.names):
+            if self._index.starts_a_name(step.names, typed):
                 nxt = _Step(len(self._out), lex, step.names, typed, step.prefer)  # still on the way to a name
             else:
-                done = [n for n in step.names if typed.startswith(n) and not _IDENT.match(typed, len(n))]
+                done = [typed[:k] for k in range(len(typed) + 1)
+                        if typed[:k] in step.names and not _IDENT.match(typed, k)]
                 if done:
                     name = max(done, key=len).decode("utf-8", "replace")
                     if name.startswith(self._heal) and not _IDENT.match(self._heal.encode()):
@@ -318,6 +321,9 @@ class NameMonitor:
         is the space the names are generated with."""
         if step.lex.mode != "code":
             return None  # strings and comments are free text
+        last = (self._out or self._before_tail)[-1:]
+        if not last or last[0] not in _TRIGGER_ENDS:
+            return None  # no trigger ends in another byte (most tokens)
         tail = (self._before_tail + bytes(self._out))[-_TAIL:]
         lead = ""
         if _RELATIVE.search(tail):

@@ -132,8 +132,20 @@ class LexState:
         """Return the state after `data` (never fails; see the module doc)."""
         if not data:
             return self
-        state = _lex(self, data, strict=False)
-        assert state is not None
+        if len(data) > _FED_PIECE:
+            state = _lex(self, data, strict=False)
+            assert state is not None
+            return state
+        # A token's bytes: the syntax, name and call monitors each feed the same token from
+        # the same state, and common (state, token) pairs come back in every request.
+        key = (self, data)
+        state = _FED.get(key)
+        if state is None:
+            state = _lex(self, data, strict=False)
+            assert state is not None
+            if len(_FED) >= FED_SIZE:
+                _FED.clear()
+            _FED[key] = state
         return state
 
     def closes_ok(self, data: bytes) -> bool:
@@ -145,6 +157,13 @@ class LexState:
         if len(self.brackets) <= keep:
             return self
         return replace(self, brackets=self.brackets[len(self.brackets) - keep:])
+
+
+# `LexState.feed` results for token-sized inputs; cleared when full (dict operations are
+# atomic under the GIL, and a lost entry only costs a lex).
+FED_SIZE = 1 << 14
+_FED_PIECE = 64
+_FED: dict[tuple[LexState, bytes], LexState] = {}
 
 
 def _field_entry(quote: bytes, raw: bool, spec: bool) -> bytes:

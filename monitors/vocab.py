@@ -499,6 +499,12 @@ class VocabIndex:
             mask = self._fixed.setdefault("break", self._sorted_mask(sel))
         return mask
 
+    def starts_a_name(self, names: Iterable[str | bytes], typed: bytes) -> bool:
+        """Whether one of `names` starts with `typed` (a bisection of the sorted set)."""
+        ordered, _ = self._sorted_names(names)
+        k = bisect.bisect_left(ordered, typed)
+        return k < len(ordered) and ordered[k].startswith(typed)
+
     def _name_rests(self, names: Iterable[str | bytes], typed: bytes) -> tuple[set[bytes], bool]:
         """Return what remains of each name that starts with `typed`, and whether `typed`
         already goes past a name with a break byte."""

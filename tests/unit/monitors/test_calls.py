@@ -176,3 +176,44 @@ def test_closing_counts_only_the_drafts_own_open_brackets() -> None:
     assert closing("f('(', \"[\"") == ")"  # brackets in strings do not count
     assert closing("f(x) # (") == ""
     assert closing("a.b.") == ""
+
+
+def test_tokens_that_cannot_open_close_or_split_a_call_take_the_fast_path_to_the_same_state(
+        smol_index: VocabIndex, hf_tokenizer, monkeypatch) -> None:
+    import argparse
+    import random
+
+    import monitors.calls as calls
+
+    class NoJedi:  # the frames' bookkeeping is what is compared, not jedi's answers
+        def signatures(self, *args, **kwargs):
+            return None
+
+        def prefetch(self, *args, **kwargs):
+            pass
+
+    src = open(argparse.__file__, encoding="utf-8").read()
+    lines = src.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    sites = random.Random(3).sample(range(len(lines) - 3), 120)
+    plain = calls._plain
+    fast_taken = 0
+    cases = [(src[: starts[i] + len(lines[i]) // 2],  # mid-line: often inside a call
+              src[starts[i] + len(lines[i]) // 2 : starts[i + 3]],  # that line's rest and two more
+              src[starts[i + 3] :]) for i in sites]
+    # Calls inside f-string fields, and a newline that ends an unterminated f-string.
+    cases.append(("x = 1\n", 'print(f"{x, (y\n, z)\nw = g(1,\n 2)\n', ""))
+    for before, draft, after in cases:
+        ids = hf_tokenizer.encode(draft, add_special_tokens=False).ids
+        states = []
+        for fast in (True, False):
+            monkeypatch.setattr(calls, "_plain", plain if fast else lambda piece, in_call: False)
+            m = CallMonitor(smol_index, NoJedi(), before, after, None, None)
+            for t in ids:
+                m.accept(t)
+                fast_taken += fast and plain(smol_index.token_bytes(t), bool(m._steps[-2].frames))
+            states.append([(s.out_len, s.lex, [(f.depth, f.args, f.cur) for f in s.frames]) for s in m._steps])
+        assert states[0] == states[1], draft
+    assert fast_taken > 500  # the fast path is the common one
