@@ -121,13 +121,16 @@ class NameMonitor:
             self._steps.append(_Step(0, lex if lex is not None else initial_state(before), None))
             # The first query is resolved lazily, so that jedi runs while the model reads the prompt.
             self._pending = self._steps[0].lex.mode == "code"
-            if self._pending and (q := self._query(self._steps[0])) is not None:
-                self._analysis.prefetch(q[0], q[1], path, workspace)
-            elif heal and self._pending:
-                # Healing backs off the last token ("." in `obj.`): the trigger is the document's
-                # text, re-typed by the first tokens. Ask now.
-                probe, start = self._healed_probe(self._steps[0])
-                if (q := probe._query(start)) is not None:
+            if self._pending:
+                q = self._query(self._steps[0])
+                if q is None and heal:
+                    # Healing backs off the last token ("." in `obj.`): the trigger is the document's
+                    # text, re-typed by the first tokens. Ask now.
+                    probe, start = self._healed_probe(self._steps[0])
+                    q = probe._query(start)
+                if q is None and not (heal and not _IDENT.match(heal.encode())) and (w := self._mid_word_query()):
+                    q = w  # the cursor in a name after a dot (`_resolve` asks this)
+                if q is not None:
                     self._analysis.prefetch(q[0], q[1], path, workspace)
             self.stats.ms += (time.perf_counter() - t0) * 1000
 
@@ -280,16 +283,27 @@ class NameMonitor:
         other._answers = dict(self._answers)
         return other
 
-    def _mid_word(self, step: _Step) -> _Step:
-        """At the start, the cursor may sit in a name after a dot (`obj.ap|`, when not healed)."""
+    def _mid_word_query(self) -> tuple[str, int, str] | None:
+        """(code, offset, typed) of the query for a cursor in a name after a dot (`obj.ap|`).
+
+        The code leaves the typed part out: jedi lists every name at the dot either way, and
+        this is then the query of the request at the dot itself, and of each keystroke of the
+        name after it, so they find its answer in the cache instead of waiting for jedi again."""
         m = _MID_WORD.search(self._before[-_TAIL:])
         if m is None:
+            return None
+        dot = len(self._before) - len(m.group(1))
+        return self._before[:dot] + self._after, dot, m.group(1)
+
+    def _mid_word(self, step: _Step) -> _Step:
+        """At the start, the cursor may sit in a name after a dot (`obj.ap|`, when not healed)."""
+        q = self._mid_word_query()
+        if q is None:
             return step
         self.stats.triggers += 1
-        dot = len(self._before) - len(m.group(1))
-        names = self._analysis.names(self._before[:dot] + m.group(1) + self._after, dot, self._path,
-                                     self._workspace, self._deadline, self.stats.wait)
-        typed = m.group(1).encode("utf-8")
+        code, dot, typed_text = q
+        names = self._analysis.names(code, dot, self._path, self._workspace, self._deadline, self.stats.wait)
+        typed = typed_text.encode("utf-8")
         if not names or not any(n.encode("utf-8").startswith(typed) for n in names):
             self.stats.stepped_aside += 1
             return step

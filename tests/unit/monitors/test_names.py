@@ -369,3 +369,25 @@ def test_seen_attributes_are_the_receivers_own_uses_only() -> None:
     assert seen_attributes(code, len(code)) == {"c", "d"}
     assert seen_attributes("self.x\nself.", len("self.x\nself.")) == {"x"}  # at the very start too
     assert seen_attributes("y = 1 + ", 8) == frozenset()  # no receiver before the point
+
+
+def test_a_cursor_in_a_name_after_a_dot_is_asked_early_and_shares_the_answer_at_the_dot(
+        smol_index: VocabIndex) -> None:
+    # Without token healing the cursor stays in the name (`os.pa|`); with it, the name is backed
+    # off and re-typed after the dot, which is the dot's own query.
+    fresh = Analysis(timeout=60)
+    after = "\nprint(1)\n"
+    # The request at the dot, then two keystrokes of the name: one jedi query in all.
+    at_dot = NameMonitor(smol_index, fresh, "import os\npath = os.", after, None, None)
+    assert at_dot.allowed() is not None and fresh.stats.queries == 1
+    for typed, on, off in (("pa", b"th", b"x"), ("pat", b"h", b"x")):
+        m = NameMonitor(smol_index, fresh, "import os\npath = os." + typed, after, None, None)
+        mask = m.allowed()
+        assert mask is not None and m.active
+        assert mask[ids(smol_index, on)[0]] and not mask[ids(smol_index, off)[0]]  # on to `path`
+    assert fresh.stats.queries == 1 and fresh.stats.cache_hits >= 2
+    # A new name: asked when the monitor is made (while the model reads the prompt), not at the first mask.
+    fresh2 = Analysis(timeout=60)
+    m = NameMonitor(smol_index, fresh2, "import os\nsep = os.se", after, None, None)
+    assert fresh2.stats.queries == 1
+    assert m.allowed() is not None and m.active and fresh2.stats.queries == 1
