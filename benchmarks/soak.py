@@ -138,6 +138,7 @@ def main() -> None:
         "rss_mb_first_burst": round(rss[1] / 1024, 1), "rss_mb_end": round(rss[-1] / 1024, 1),
         "rss_mb_max": round(max(rss) / 1024, 1), "peak_rss_mb": round(peak / 1024, 1),
         "rss_mb_series": [round(r / 1024, 1) for r in rss], "sizes": status["sizes"],
+        "gc": status.get("gc"), "after_burst_ms": [round(a) for a in after], "single_ms": [round(x) for x in single],
     }
     print(json.dumps({k: v for k, v in result.items() if k != "rss_mb_series"}, indent=1))
     if args.out:
