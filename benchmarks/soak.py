@@ -1,7 +1,7 @@
 """Typing bursts against the real server (default model) over stdio: latency after a burst,
 stale requests, and memory over a long run.
 
-    .venv/bin/python benchmarks/soak.py [--bursts 40] [--interval-ms 60] [--model smollm2-135m]
+    .venv/bin/python benchmarks/soak.py [--bursts 40] [--interval-ms 60] [--pause-ms 0] [--model smollm2-135m]
         [--settings '{"monitors": false}'] [--out FILE.json]
 
 Each burst types the rest of a real line of a dev-workspace file, one character per
@@ -56,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bursts", type=int, default=40)
     ap.add_argument("--interval-ms", type=float, default=60, help="time between keystrokes")
+    ap.add_argument("--pause-ms", type=float, default=0, help="time between bursts (the user reads; the server is idle)")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--settings", default="{}", help='initializationOptions as JSON, e.g. \'{"monitors": false}\'')
@@ -122,13 +123,14 @@ def main() -> None:
         assert "result" in answer, answer
         restore(uri, line, full[: col + len(typed)], full)
         rss.append(server.rss_kb()[0])
+        time.sleep(args.pause_ms / 1000)
     status = server.status()
     peak = server.rss_kb()[1]
     server.close()
     result = {
         "machine": machine(), "date": time.strftime("%Y-%m-%d"), "model": args.model,
         "command": "benchmarks/soak.py " + " ".join(sys.argv[1:]),
-        "bursts": args.bursts, "keystrokes": keys, "interval_ms": args.interval_ms,
+        "bursts": args.bursts, "keystrokes": keys, "interval_ms": args.interval_ms, "pause_ms": args.pause_ms,
         "minutes": round((time.monotonic() - t_start) / 60, 1),
         "single_p50_ms": statistics.median(single), "single_p90_ms": sorted(single)[int(0.9 * len(single))],
         "after_burst_p50_ms": statistics.median(after), "after_burst_p90_ms": sorted(after)[int(0.9 * len(after))],
