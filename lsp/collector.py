@@ -44,7 +44,6 @@ class CollectorStats:
 
     full: int = 0
     ms: float = 0.0
-    last_ms: float = 0.0
     frozen: int = 0
 
 
@@ -133,6 +132,5 @@ def _full() -> float:
     stats.frozen = _base
     stats.full += 1
     stats.ms += ms
-    stats.last_ms = ms
     log.debug("full garbage collection: %.0f ms, %d objects kept", ms, _base)
     return ms

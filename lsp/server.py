@@ -41,8 +41,8 @@ VERSION = "0.1.0"
 STATUS_COMMAND = "draftls.status"
 ACCEPTED_COMMAND = "draftls.accepted"
 SECTION = "draftls"
-# Settings that need the model loaded again when they change.
 IDLE_S = 2.0  # quiet time before a due full garbage collection runs (`lsp.collector`)
+# Settings that need the model loaded again when they change.
 LOAD_KEYS = ("model", "backend", "device", "load_quantize")  # Settings attributes a new model load follows
 
 T = TypeVar("T")

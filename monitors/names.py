@@ -110,6 +110,8 @@ class NameMonitor:
         self._deadline = deadline
         self.stats = stats or MonitorStats()
         self._heal = heal
+        # Healing backed off a trigger's own text (the "." of `obj.`), not part of a name.
+        self._heals_trigger = bool(heal) and not _IDENT.match(heal.encode())
         self._affinity = affinity  # logit bonus for names the assignment target points to (0: off)
         self._out = bytearray()
         self._steps: list[_Step] = []
@@ -128,7 +130,7 @@ class NameMonitor:
                     # text, re-typed by the first tokens. Ask now.
                     probe, start = self._healed_probe(self._steps[0])
                     q = probe._query(start)
-                if q is None and not (heal and not _IDENT.match(heal.encode())) and (w := self._mid_word_query()):
+                if q is None and not self._heals_trigger and (w := self._mid_word_query()):
                     q = w  # the cursor in a name after a dot (`_resolve` asks this)
                 if q is not None:
                     self._analysis.prefetch(q[0], q[1], path, workspace)
@@ -139,7 +141,7 @@ class NameMonitor:
             self._pending = False
             start = self._steps[0]
             step = self._trigger(start)
-            if step.names is None and self._heal and not _IDENT.match(self._heal.encode()):
+            if step.names is None and self._heals_trigger:
                 step = self._healed_trigger(start)
             elif step.names is None:
                 step = self._mid_word(step)
@@ -256,7 +258,7 @@ class NameMonitor:
                         if typed[:k] in step.names and not _IDENT.match(typed, k)]
                 if done:
                     name = max(done, key=len).decode("utf-8", "replace")
-                    if name.startswith(self._heal) and not _IDENT.match(self._heal.encode()):
+                    if self._heals_trigger and name.startswith(self._heal):
                         name = name[len(self._heal):]  # a name constrained with the healed `.` before it
                     self.stats.names.append(name)
                 else:
