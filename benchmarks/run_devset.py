@@ -204,7 +204,8 @@ def main() -> None:
         summary = run_batch(engine, cases, settings, args.workspace.resolve(), out, sys.stderr.isatty(), complete)
         if out:
             out.close()
-        print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        print(f"{name}: {time.perf_counter() - t:.0f} s; jedi: {json.dumps(engine.analysis.stats.as_dict())}",
+              file=sys.stderr)
         raw[name] = summary
         table = format_summary(summary).splitlines()
         if not rows:
