@@ -33,6 +33,8 @@ _KEYWORD_ARG = re.compile(rb"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(?!=)")
 _LONE_IDENT = re.compile(rb"\s*([A-Za-z_][A-Za-z0-9_]*)\Z")
 _CALLEE_END = re.compile(rb"(?:[A-Za-z0-9_\x80-\xff]|[)\]])\s*\Z")
 _WORD_END = re.compile(rb"([A-Za-z_][A-Za-z0-9_]*)\s*\Z")
+# A plain dotted callee (`Dict`, `os.path.join`), not a call's or subscript's result.
+_CALLEE = re.compile(rb"(?<![\w.)\]])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\Z")
 # `def f(` and `class C(` open parameter and base lists, not calls.
 _DEFINITION = re.compile(rb"(?:^|\n)[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w+\s*(?:\[[^\n]*\])?\s*\Z")
 # Bytes that may open, close or split a call, and newlines (which end an unterminated string
@@ -45,9 +47,10 @@ _TAIL = 512  # bytes of context kept for the callee check
 class _Query:
     """A signature query shared by the forks that reached the same `(`; resolved once."""
 
-    def __init__(self, code: str, offset: int) -> None:
+    def __init__(self, code: str, offset: int, callee: bytes | None = None) -> None:
         self.code = code
         self.offset = offset
+        self.callee = callee  # the callee's text, for a call the draft opened
         self.done = False
         self.result: tuple[Signature, ...] | None = None
 
@@ -255,7 +258,8 @@ class CallMonitor:
             if code and byte == ord("(") and lex.depth == depth + 1 and self._is_call(piece[:k]):
                 draft = (bytes(self._out) + piece[: k + 1]).decode("utf-8", "ignore")
                 text = self._before + draft
-                query = _Query(text + closing(draft) + self._after, len(text))
+                callee = _CALLEE.search((self._before_tail + bytes(self._out) + piece[:k])[-_TAIL:])
+                query = _Query(text + closing(draft) + self._after, len(text), callee.group(1) if callee else None)
                 frames.append(_Frame(lex.depth, query))
                 self.stats.triggers += 1
         self._out += piece
@@ -293,8 +297,15 @@ class CallMonitor:
         query = frame.query
         if not query.done:
             query.done = True
-            query.result = self._analysis.signatures(query.code, query.offset, self._path,
-                                                     self._workspace, self._deadline, self.stats.wait)
+            if query.callee is not None and query.callee in self.stats.no_signature:
+                # jedi had no signature for this callee earlier in the request (a draft that
+                # loops on `Dict(Dict(Dict(`): it would not have one here either.
+                self.stats.reused += 1
+            else:
+                query.result = self._analysis.signatures(query.code, query.offset, self._path,
+                                                         self._workspace, self._deadline, self.stats.wait)
+                if query.result is None and query.callee is not None:
+                    self.stats.no_signature.add(query.callee)
             if query.result is None:
                 self.stats.stepped_aside += 1
         if frame.args is not None:

@@ -56,6 +56,7 @@ class MonitorStats:
     ms: float = 0.0  # time in this monitor (jedi waits included)
     names: list[str] = field(default_factory=list)  # names completed under a constraint
     wait: WaitBudget = field(default_factory=WaitBudget)  # jedi waits left to this request
+    no_signature: set[bytes] = field(default_factory=set)  # callees jedi gave no signatures for (calls)
 
 
 @dataclass(frozen=True)

@@ -217,3 +217,24 @@ def test_tokens_that_cannot_open_close_or_split_a_call_take_the_fast_path_to_the
             states.append([(s.out_len, s.lex, [(f.depth, f.args, f.cur) for f in s.frames]) for s in m._steps])
         assert states[0] == states[1], draft
     assert fast_taken > 500  # the fast path is the common one
+
+
+def test_a_callee_without_a_signature_is_not_asked_again_in_the_request(smol_index: VocabIndex,
+                                                                        analysis: Analysis) -> None:
+    """Small models loop (`Dict(Dict(Dict(`): jedi, asked once, has no signature for the callee."""
+    m = monitor(smol_index, analysis, "x = ")
+    feed(m, smol_index, b"foo", b"(")
+    assert m.allowed() is None and m.stats.stepped_aside == 1  # no such function: steps aside
+    asked = analysis.stats.queries
+    other = m.fork()  # the other drafts of the request share what was learnt
+    for draft in (m, other):
+        feed(draft, smol_index, b"foo", b"(")
+        assert draft.allowed() is None
+    assert analysis.stats.queries == asked and m.stats.reused == 2 and m.stats.stepped_aside == 3
+    # Another callee is still asked, and constrains.
+    feed(m, smol_index, b"len", b"(")
+    assert not allows(m, smol_index, b")") and analysis.stats.queries == asked + 1
+    # A new request asks again.
+    fresh = monitor(smol_index, analysis, "x = 1\n")
+    feed(fresh, smol_index, b"foo", b"(")
+    assert fresh.allowed() is None and analysis.stats.queries == asked + 2 and fresh.stats.reused == 0
