@@ -40,7 +40,7 @@ STATE_TTL_S = 600.0  # ... and it is rebuilt after this in any case (a new file 
 STATE_QUERIES = 512  # ... or after this many queries: its caches grow (about 0.16 MB a query)
 LISTINGS = 8  # names queries after a dot whose jedi completions are kept, for `obj.name(` after them
 _CALLED_MEMBER = re.compile(r"\.([^\W\d]\w*)\($")
-PROXIES = 256  # receivers remembered as proxies (`__getattr__`), per file
+PROXIES = 256  # (file, receiver) pairs remembered as proxies (`__getattr__`), all files together
 # A plain dotted name before the dot (`T.Comment.`), not the tail of a call or subscript (`f().x.`).
 _RECEIVER_CHAIN = re.compile(r"(?<![\w.)\]])([^\W\d]\w*(?:\.[^\W\d]\w*)*)\.$")
 
@@ -66,7 +66,8 @@ class AnalysisStats:
 
     def as_dict(self) -> dict[str, float]:
         return {"queries": self.queries, "cache_hits": self.cache_hits, "timeouts": self.timeouts,
-                "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic, "proxies": self.proxies, "hung": self.hung, "busy": self.busy,
+                "errors": self.errors, "empty": self.empty, "dynamic": self.dynamic, "proxies": self.proxies,
+                "hung": self.hung, "busy": self.busy,
                 "invalidated": self.invalidated, "warmed": self.warmed, "members": self.members,
                 "query_ms": round(self.query_ms, 1)}
 
