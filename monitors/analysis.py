@@ -122,7 +122,7 @@ class Analysis:
         self._inflight: dict[Key, Future[Result | None]] = {}
         # jedi's completions by name, of the last names queries after a dot (`_member_signatures`)
         self._listings: OrderedDict[Key, dict[str, Any]] = OrderedDict()
-        # (path, receiver text) of objects with `__getattr__`: see `_proxy`
+        # (path, receiver text) of objects with `__getattr__`: see `_known_proxy`
         self._proxies: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
         # One thread: jedi and parso keep global caches that are not safe to share.
@@ -150,7 +150,7 @@ class Analysis:
                  kind: str = "names") -> None:
         """Start the query now (e.g. while the model reads the prompt); `names` picks it up. Nobody
         waits for it yet, so jedi may search harder (dynamic parameters)."""
-        if kind == "names" and self._proxy(code, offset, path) is not None:
+        if kind == "names" and self._known_proxy(code, offset, path):
             return
         self._submit(self._key(kind, code, offset, path, workspace), code, offset, path, workspace, dynamic=True)
 
@@ -234,7 +234,7 @@ class Analysis:
                 self._cache.move_to_end(key)
                 self.stats.cache_hits += 1
                 return self._cache[key]
-        if kind == "names" and self._proxy(code, offset, path) is not None:
+        if kind == "names" and self._known_proxy(code, offset, path):
             self.stats.proxies += 1
             return None
         timeout = self.timeout
@@ -299,7 +299,7 @@ class Analysis:
         root, project = self._project(workspace, path)
         script = jedi.Script(code=code, path=path, project=project, environment=self._env())
         self._share_state(script, root)
-        script._inference_state.do_dynamic_params_search = dynamic
+        _fresh_query(script._inference_state, dynamic)
         return script, line, column
 
     def _share_state(self, script: Any, root: str) -> None:
@@ -321,9 +321,7 @@ class Analysis:
             while len(self._states.by_root) > PROJECTS:
                 self._states.by_root.pop(next(iter(self._states.by_root)))
         else:
-            script._inference_state = state.inference
-            # jedi's cap on inferences of one node counts per Script: a shared state starts each query at 0.
-            state.inference.inferred_element_counts = {}
+            script._inference_state = state.inference  # `_script` starts its counts over (`_fresh_query`)
         state.queries += 1
 
     def _complete(self, code: str, offset: int, path: str | None, workspace: str | None,
@@ -387,9 +385,10 @@ class Analysis:
             return None
         return tuple(found)
 
-    def _proxy(self, code: str, offset: int, path: str | None) -> str | None:
-        """The receiver's start that jedi found to have `__getattr__` in this file before (`Name` of
-        `Name.Builtin.`), if any: an attribute of it may be anything, so the query is not asked.
+    def _known_proxy(self, code: str, offset: int, path: str | None) -> bool:
+        """Whether the receiver, or its start (`Name` of `Name.Builtin.`), is one that jedi found to
+        have `__getattr__` in this file before: an attribute of it may be anything, so the
+        query is not asked.
 
         Pygments' token types are such objects (`Name.`, `T.Comment.`): jedi took 45 to 65 ms to
         say so each time, 0.6 s of a three-draft dev run. The same text may name another object
@@ -397,17 +396,13 @@ class Analysis:
         never masks a valid name. Receivers that start with `self` or `cls` are not remembered:
         they differ by class."""
         if not self._proxies:
-            return None
+            return False
         m = _RECEIVER_CHAIN.search(code, max(0, offset - 256), offset)
         if m is None:
-            return None
+            return False
         parts = m.group(1).split(".")
         with self._lock:
-            for n in range(1, len(parts) + 1):
-                receiver = ".".join(parts[:n])
-                if (path or "", receiver) in self._proxies:
-                    return receiver
-        return None
+            return any((path or "", ".".join(parts[:n])) in self._proxies for n in range(1, len(parts) + 1))
 
     def _remember_proxy(self, code: str, offset: int, path: str | None) -> None:
         m = _RECEIVER_CHAIN.search(code, max(0, offset - 256), offset)
@@ -487,9 +482,10 @@ class Analysis:
 
 
 def _fresh_query(state: Any, dynamic: bool) -> None:
-    """Set a shared inference state up for one more query, as `Analysis._script` and `_share_state` do."""
+    """Set a (shared) inference state up for one more query; `dynamic`: see `Analysis.__init__`."""
     state.do_dynamic_params_search = dynamic
-    state.inferred_element_counts = {}  # jedi's cap on inferences of one node counts per Script
+    # jedi's cap on inferences of one node counts per Script: a shared state starts each query at 0.
+    state.inferred_element_counts = {}
 
 
 @dataclass

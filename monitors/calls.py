@@ -255,10 +255,10 @@ class CallMonitor:
                 # Outer calls see the inner call as part of their current argument.
                 for j in range(len(frames) - 1):
                     frames[j] = replace(frames[j], cur=frames[j].cur + ch)
-            if code and byte == ord("(") and lex.depth == depth + 1 and self._is_call(piece[:k]):
+            if code and byte == ord("(") and lex.depth == depth + 1 and (head := self._call_head(piece[:k])):
                 draft = (bytes(self._out) + piece[: k + 1]).decode("utf-8", "ignore")
                 text = self._before + draft
-                callee = _CALLEE.search((self._before_tail + bytes(self._out) + piece[:k])[-_TAIL:])
+                callee = _CALLEE.search(head)
                 query = _Query(text + closing(draft) + self._after, len(text), callee.group(1) if callee else None)
                 frames.append(_Frame(lex.depth, query))
                 self.stats.triggers += 1
@@ -277,13 +277,14 @@ class CallMonitor:
         other._steps = list(self._steps)
         return other
 
-    def _is_call(self, head: bytes) -> bool:
-        """Whether a `(` after `head` (this token's bytes before it) opens a call's arguments."""
+    def _call_head(self, head: bytes) -> bytes | None:
+        """The text before a `(` that follows `head` (this token's bytes before it), last _TAIL
+        bytes, if that `(` opens a call's arguments; else None."""
         tail = (self._before_tail + bytes(self._out) + head)[-_TAIL:]
         if not _CALLEE_END.search(tail) or _DEFINITION.search(tail):
-            return False
+            return None
         word = _WORD_END.search(tail)
-        return word is None or not keyword.iskeyword(word.group(1).decode())
+        return tail if word is None or not keyword.iskeyword(word.group(1).decode()) else None
 
     def _ready(self, step: _Step) -> _Frame | None:
         """The innermost frame with its signatures resolved; None when there are none."""

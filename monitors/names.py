@@ -52,7 +52,9 @@ class MonitorStats:
     constrained: int = 0  # tokens chosen under a name constraint
     stepped_aside: int = 0  # triggers where jedi could not decide
     violations: int = 0  # accepted tokens the constraint did not allow (another decoder path)
-    reused: int = 0  # triggers answered by the same receiver's names earlier on the line (no jedi query)
+    # triggers answered with no jedi query: the receiver's names earlier on the line, or a
+    # callee that had no signature earlier in the request (calls)
+    reused: int = 0
     ms: float = 0.0  # time in this monitor (jedi waits included)
     names: list[str] = field(default_factory=list)  # names completed under a constraint
     wait: WaitBudget = field(default_factory=WaitBudget)  # jedi waits left to this request
